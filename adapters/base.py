@@ -1,0 +1,92 @@
+"""The seam between the engine and the outside world: what a source gives, what Vapi needs.
+
+A source adapter turns one carrier account (or a CSV of SIP-trunk numbers) into a stream of
+``SourceRecord`` and knows how a number of it is imported into Vapi. The engine never learns
+which SDK is behind it; adding a carrier is one module implementing ``Source`` plus a line in
+``numsync.adapters.registry``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import phonenumbers
+
+__all__ = [
+    "Source",
+    "SourceRecord",
+    "VapiOwner",
+    "to_e164",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRecord:
+    """One number as a source owns it, normalised so the engine can compare it with Vapi.
+
+    ``e164`` is None when the raw number cannot be read as E.164 (the engine reports it as
+    ``invalid_number`` and never imports it). ``routed_elsewhere`` is the adapter's judgement of
+    the carrier's voice routing against the source's ``routes_to_vapi``; ``routing`` says why.
+    """
+
+    number: str
+    e164: str | None
+    carrier_id: str
+    status: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    routing: str | None = None
+    routed_elsewhere: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class VapiOwner:
+    """How a Vapi record is recognised as this source's: its provider and account field."""
+
+    provider: str  # 'twilio' | 'telnyx' | 'vonage' | 'byo-phone-number'
+    account_field: str  # 'twilioAccountSid' | 'credentialId'
+    account_value: str
+
+
+@runtime_checkable
+class Source(Protocol):
+    """A configured source of numbers: a carrier account or a trunk's CSV."""
+
+    name: str
+    kind: str
+
+    def owner(self) -> VapiOwner:
+        """Which Vapi records belong to this source (the contract's ownership rule)."""
+        ...
+
+    def list_numbers(self) -> Iterator[SourceRecord]:
+        """Every number the source owns, page by page; raises an AdapterError on failure."""
+        ...
+
+    def import_body(self, e164: str) -> dict[str, Any]:
+        """The provider-specific part of a Vapi create body (may hold secrets: never log it)."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+def to_e164(raw: str, *, default_region: str | None = None, assume_plus: bool = False) -> str | None:
+    """Read a carrier's number as E.164 ('+' and digits), or None when it is not a valid number.
+
+    ``assume_plus`` is for carriers (Vonage) that return international digits without the '+'.
+    """
+    text = (raw or "").strip()
+    if not text:
+        return None
+    if assume_plus and text.isdigit():
+        text = "+" + text
+    try:
+        parsed = phonenumbers.parse(text, default_region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_possible_number(parsed):
+        return None
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
