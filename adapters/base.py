@@ -8,7 +8,7 @@ which SDK is behind it; adding a carrier is one module implementing ``Source`` p
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -17,6 +17,8 @@ import phonenumbers
 __all__ = [
     "Source",
     "SourceRecord",
+    "VapiApi",
+    "VapiNumber",
     "VapiOwner",
     "to_e164",
 ]
@@ -90,3 +92,37 @@ def to_e164(raw: str, *, default_region: str | None = None, assume_plus: bool = 
     if not phonenumbers.is_possible_number(parsed):
         return None
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+@dataclass(frozen=True, slots=True)
+class VapiNumber:
+    """The fields of a Vapi phone-number record that reconciling needs, read once at the edge."""
+
+    id: str
+    provider: str
+    number: str | None
+    sip_uri: str | None
+    status: str | None
+    name: str | None
+    account: str | None  # twilioAccountSid or credentialId: what ties the record to a source
+    routed: bool  # an assistant, squad, workflow or server.url receives its calls
+    e164_check: bool  # False only for byo records imported with numberE164CheckEnabled=false
+    created_at: str | None
+    updated_at: str | None
+    raw: Mapping[str, Any]  # the record, secrets already removed
+
+
+class VapiApi(Protocol):
+    """What the engine needs from Vapi: list everything, look a number up, create one."""
+
+    def iter_records(
+        self,
+        *,
+        sort_order: str = "ASC",
+        progress: Callable[[int, int], None] | None = None,
+        transform: Callable[[dict[str, Any]], Any] | None = None,
+    ) -> Iterator[Any]: ...
+
+    def find_by_number(self, e164: str) -> list[dict[str, Any]]: ...
+
+    def create(self, body: dict[str, Any]) -> dict[str, Any]: ...

@@ -88,9 +88,8 @@ def _friendly(err: dict[str, Any], raw: Any) -> tuple[str, str]:
     """Turn one pydantic error into (key path, message) in the words of the config file."""
     loc = tuple(err["loc"])
     # Discriminated unions add the tag ('twilio') to the path; the user never wrote it.
-    if len(loc) >= 3 and loc[0] == "sources" and isinstance(loc[1], int) and isinstance(loc[2], str):
-        if loc[2] in {"twilio", "telnyx", "vonage", "byo"}:
-            loc = (*loc[:2], *loc[3:])
+    if len(loc) >= 3 and loc[0] == "sources" and loc[2] in {"twilio", "telnyx", "vonage", "byo"}:
+        loc = (*loc[:2], *loc[3:])
     kind = err["type"]
     if kind == "extra_forbidden":
         parent = raw

@@ -1,0 +1,173 @@
+"""Stage 4: apply the plan. The only module in the engine that changes anything outside.
+
+Vapi has no idempotency key, so exactly-once comes from the journal and from looking before
+writing:
+
+1. the action is marked ``started`` (attempts + 1) and committed *before* the request leaves;
+2. the number is looked up in Vapi (``search=``); if it is there, the action is ``done`` (adopted);
+3. only then is it created; an answer settles the action;
+4. a create whose outcome is unknown (timeout or reset after sending, 5xx) is resolved by looking
+   it up, never by a second blind POST; a number still absent is ``failed`` and is planned
+   afresh by the next run, whose own snapshot will show whether it arrived after all.
+
+A process killed anywhere leaves at most one action ``started``; ``recover_started`` settles it
+at the start of the next reconcile by the same lookup.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+import structlog
+from sqlalchemy.orm import Session, sessionmaker
+
+from numsync.adapters.base import Source, VapiApi
+from numsync.errors import AdapterError, InDoubtError, PermanentError, TransientError
+
+from .models import Action
+
+__all__ = ["ApplyResult", "apply_plan", "recover_started"]
+
+log = structlog.get_logger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+@dataclass
+class ApplyResult:
+    done: int = 0
+    failed: int = 0
+    interrupted: bool = False
+
+
+def _lookup(vapi: VapiApi, number: str, attempts: int = 3, pause: float = 0.5) -> str | None:
+    """The id of a Vapi record holding ``number``, looking a few times when the answer matters."""
+    last: AdapterError | None = None
+    for i in range(attempts):
+        try:
+            found = vapi.find_by_number(number)
+        except TransientError as exc:
+            last = exc
+        else:
+            if found:
+                return str(found[0]["id"])
+            return None
+        time.sleep(pause * (2**i))
+    assert last is not None
+    raise last
+
+
+def recover_started(sessions: sessionmaker[Session], vapi: VapiApi, clock: Clock) -> int:
+    """Settle actions a killed run left 'started': done if Vapi has the number, else failed."""
+    with sessions() as session:
+        rows = session.execute(sa.select(Action.id, Action.number).where(Action.state == "started")).all()
+    for action_id, number in rows:
+        try:
+            vapi_id = _lookup(vapi, number)
+        except AdapterError as exc:
+            log.warning("journal recovery lookup failed", action_id=action_id, error=str(exc))
+            continue
+        with sessions.begin() as session:
+            if vapi_id:
+                _settle(session, action_id, "done", clock, vapi_id=vapi_id,
+                        detail="interrupted run; found in Vapi on recovery")
+            else:
+                _settle(session, action_id, "failed", clock,
+                        detail="interrupted before Vapi confirmed; not in Vapi on recovery")
+    return len(rows)
+
+
+def _settle(session: Session, action_id: int, state: str, clock: Clock, *, vapi_id: str | None = None,
+            detail: str | None = None) -> None:
+    session.execute(
+        sa.update(Action)
+        .where(Action.id == action_id)
+        .values(state=state, vapi_id=vapi_id, detail=detail, finished_at=clock())
+    )
+
+
+def apply_plan(
+    sessions: sessionmaker[Session],
+    run_id: str,
+    vapi: VapiApi,
+    sources: Mapping[str, Source],
+    clock: Clock,
+    *,
+    stop: threading.Event | None = None,
+    guard: Callable[[], None] | None = None,
+) -> ApplyResult:
+    """Carry out every 'planned' action of ``run_id``; each settles on its own."""
+    result = ApplyResult()
+    with sessions() as session:
+        todo = session.execute(
+            sa.select(Action.id, Action.source, Action.number, Action.request)
+            .where(Action.run_id == run_id, Action.state == "planned")
+            .order_by(Action.id)
+        ).all()
+    for action_id, source_name, number, request in todo:
+        if stop is not None and stop.is_set():
+            result.interrupted = True
+            break
+        if guard is not None:
+            guard()
+        with sessions.begin() as session:
+            claimed = session.execute(
+                sa.update(Action)
+                .where(Action.id == action_id, Action.state == "planned")
+                .values(state="started", attempts=Action.attempts + 1, started_at=clock())
+            ).rowcount
+        if not claimed:
+            continue
+        state, vapi_id, detail = _import_one(vapi, sources[source_name], number, dict(request or {}))
+        with sessions.begin() as session:
+            _settle(session, action_id, state, clock, vapi_id=vapi_id, detail=detail)
+        if state == "done":
+            result.done += 1
+        else:
+            result.failed += 1
+        log.info("import settled", source=source_name, number=number, state=state, vapi_id=vapi_id)
+    return result
+
+
+def _import_one(vapi: VapiApi, source: Source, number: str,
+                public: dict[str, Any]) -> tuple[str, str | None, str | None]:
+    """Returns (state, vapi_id, detail). Never raises for one number's failure."""
+    try:
+        existing = _lookup(vapi, number)
+    except AdapterError as exc:
+        return "failed", None, f"could not look the number up in Vapi before creating it: {exc}"
+    if existing:
+        return "done", existing, "already in Vapi before create; adopted"
+    body = {**source.import_body(number), **public}
+    for attempt in range(3):
+        try:
+            created = vapi.create(body)
+        except InDoubtError as exc:
+            try:
+                found = _lookup(vapi, number, attempts=4)
+            except AdapterError:
+                found = None
+            if found:
+                return "done", found, "create answer lost; found in Vapi afterwards"
+            return "failed", None, f"create outcome unknown ({exc}); not in Vapi yet, re-checked next run"
+        except PermanentError as exc:
+            return "failed", None, f"Vapi refused the import: {exc}"
+        except TransientError as exc:
+            # Refused before it was processed (429, connection refused): look again, then retry.
+            wait = exc.retry_after if exc.retry_after is not None else 0.5 * (2**attempt)
+            time.sleep(min(wait, 30.0))
+            try:
+                found = _lookup(vapi, number)
+            except AdapterError:
+                found = None
+            if found:
+                return "done", found, "found in Vapi before retrying the create; adopted"
+            continue
+        return "done", str(created.get("id")), None
+    return "failed", None, "Vapi kept refusing the create (rate limited or unreachable)"

@@ -1,0 +1,157 @@
+"""Database engine and migration state: one place that knows SQLite from PostgreSQL.
+
+Commands call ``open_database`` before anything else, so a database that is unreachable, behind
+the code's migrations or ahead of them fails with one clear line instead of a stack trace from
+the middle of a run. An empty SQLite file is upgraded on first use because that is what a
+person trying numsync on a laptop expects; PostgreSQL is migrated explicitly (a Job in
+Kubernetes), never by whichever replica starts first.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
+from sqlalchemy.pool import NullPool
+
+from numsync.errors import DatabaseError
+
+__all__ = [
+    "alembic_config",
+    "current_revision",
+    "head_revision",
+    "make_engine",
+    "open_database",
+    "safe_url",
+    "upgrade",
+]
+
+
+def safe_url(url: str) -> str:
+    """The URL with its password masked, for messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparseable database URL>"
+
+
+def make_engine(url: str, *, null_pool: bool = False) -> Engine:
+    """Create the engine with the settings numsync relies on (SQLite WAL + FKs, PG keepalives)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise DatabaseError(f"database_url is not a database URL: {safe_url(url)}") from None
+    kwargs: dict[str, Any] = {"future": True}
+    if parsed.get_backend_name() == "sqlite":
+        kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    elif parsed.get_backend_name() == "postgresql":
+        kwargs["connect_args"] = {
+            "connect_timeout": 10,
+            "keepalives": 1,
+            "keepalives_idle": 10,
+            "keepalives_interval": 5,
+            "keepalives_count": 3,
+            "application_name": "numsync",
+        }
+        kwargs["pool_pre_ping"] = True
+    if null_pool:
+        kwargs["poolclass"] = NullPool
+    try:
+        engine = sa.create_engine(parsed, **kwargs)
+    except (NoSuchModuleError, ImportError) as exc:
+        raise DatabaseError(f"no driver for {safe_url(url)}: {exc}") from None
+    if parsed.get_backend_name() == "sqlite":
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def alembic_config(url: str) -> AlembicConfig:
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", "numsync:migrations")
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def head_revision() -> str:
+    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    head = script.get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(url: str, engine: Engine | None = None) -> str:
+    """Apply every migration; returns the revision the database is now at."""
+    cfg = alembic_config(url)
+    own = engine is None
+    engine = engine or make_engine(url)
+    try:
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+        rev = current_revision(engine)
+    except OperationalError as exc:
+        raise DatabaseError(_connect_message(url, exc)) from None
+    finally:
+        if own:
+            engine.dispose()
+    return rev or ""
+
+
+def _connect_message(url: str, exc: Exception) -> str:
+    reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0] if str(exc) else exc.__class__.__name__
+    return f"cannot use the database at {safe_url(url)}: {reason}"
+
+
+def open_database(url: str, *, auto_upgrade_sqlite: bool = True) -> Engine:
+    """Return an engine for a database at the code's migration, or raise DatabaseError saying why."""
+    engine = make_engine(url)
+    head = head_revision()
+    try:
+        current = current_revision(engine)
+    except SQLAlchemyError as exc:
+        engine.dispose()
+        raise DatabaseError(_connect_message(url, exc)) from None
+    if current == head:
+        return engine
+    script = ScriptDirectory.from_config(alembic_config(url))
+    known = {rev.revision for rev in script.walk_revisions()}
+    if current is not None and current not in known:
+        engine.dispose()
+        raise DatabaseError(
+            f"the database at {safe_url(url)} is at migration {current}, which this numsync does not know "
+            f"(newer than {head}): upgrade numsync, or point it at another database"
+        )
+    if engine.dialect.name == "sqlite" and auto_upgrade_sqlite and current is None:
+        with engine.connect() as conn:
+            empty = not sa.inspect(conn).get_table_names()
+        if empty:
+            upgrade(url, engine)
+            return engine
+    engine.dispose()
+    where = "empty" if current is None else f"at migration {current}"
+    raise DatabaseError(
+        f"the database at {safe_url(url)} is {where}, behind this numsync ({head}): run `numsync db upgrade`"
+    )

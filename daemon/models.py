@@ -1,0 +1,212 @@
+"""SQLAlchemy models: runs, the two snapshots, findings, finding state and the action journal.
+
+The snapshots are per run so a diff is always between two sides captured by the same run, and
+an interrupted run can never mix its half-listing with a previous one. Old snapshots are pruned;
+findings and runs are kept for reports and the history chart.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+__all__ = [
+    "Action",
+    "Base",
+    "CarrierRecord",
+    "Finding",
+    "FindingState",
+    "Run",
+    "RunSource",
+    "UTCDateTime",
+    "VapiRecord",
+]
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on both databases (SQLite has no time zones and returns naive values)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map: dict[Any, Any] = {datetime: UTCDateTime(), dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Run(Base):
+    """One plan or reconcile. ``status`` is the lifecycle, ``outcome`` the contract's verdict."""
+
+    __tablename__ = "runs"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, unique=True)  # orders runs; ids are random
+    mode: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default="running")  # running|finished|failed|interrupted
+    outcome: Mapped[str | None] = mapped_column(String(16))  # in_sync|drift|error
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    vapi_numbers: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    selected_sources: Mapped[list[Any] | None] = mapped_column(JSON)
+    summary: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    holder: Mapped[str | None] = mapped_column(String(200))  # host:pid, for humans reading the table
+    stats: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # timings and request counts
+
+
+class RunSource(Base):
+    __tablename__ = "run_sources"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    source: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))  # ok|failed|suspect
+    numbers: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    seconds: Mapped[float | None]
+
+
+class VapiRecord(Base):
+    """A Vapi phone-number record as seen by one run (secrets already removed by the client)."""
+
+    __tablename__ = "vapi_records"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    vapi_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    number: Mapped[str | None] = mapped_column(String(64))
+    match_key: Mapped[str | None] = mapped_column(String(64))  # E.164, or the number as written
+    sip_uri: Mapped[str | None] = mapped_column(String(255))
+    status: Mapped[str | None] = mapped_column(String(16))
+    name: Mapped[str | None] = mapped_column(String(80))
+    account: Mapped[str | None] = mapped_column(String(128))  # twilioAccountSid or credentialId
+    source: Mapped[str | None] = mapped_column(String(64))  # the configured source it belongs to
+    routed: Mapped[bool] = mapped_column(Boolean)  # assistant, squad, workflow or server.url set
+    created_at: Mapped[str | None] = mapped_column(String(40))
+    updated_at: Mapped[datetime | None]
+    raw: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+    __table_args__ = (
+        Index("ix_vapi_records_run_key", "run_id", "match_key"),
+        Index("ix_vapi_records_run_source", "run_id", "source"),
+    )
+
+
+class CarrierRecord(Base):
+    """A number as one source owns it, in one run."""
+
+    __tablename__ = "carrier_records"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    source: Mapped[str] = mapped_column(String(64))
+    number: Mapped[str] = mapped_column(String(128))
+    match_key: Mapped[str | None] = mapped_column(String(64))  # None: not a valid E.164 number
+    carrier_id: Mapped[str] = mapped_column(String(128))
+    status: Mapped[str | None] = mapped_column(String(40))
+    labels: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    routing: Mapped[str | None] = mapped_column(String(255))
+    routed_elsewhere: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    __table_args__ = (
+        Index("ix_carrier_records_run_key", "run_id", "match_key"),
+        Index("ix_carrier_records_run_source", "run_id", "source", "match_key"),
+    )
+
+
+class Finding(Base):
+    __tablename__ = "findings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(400))  # kind|number|source: identity across runs
+    kind: Mapped[str] = mapped_column(String(32))
+    number: Mapped[str | None] = mapped_column(String(255))
+    source: Mapped[str | None] = mapped_column(String(64))
+    vapi_ids: Mapped[list[Any]] = mapped_column(JSON)
+    carrier_id: Mapped[str | None] = mapped_column(String(128))
+    first_seen_at: Mapped[datetime]
+    action: Mapped[str] = mapped_column(String(16), default="none")
+    action_status: Mapped[str] = mapped_column(String(16), default="none")
+    detail: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        UniqueConstraint("run_id", "key", name="uq_findings_run_key"),
+        Index("ix_findings_run_kind", "run_id", "kind"),
+    )
+
+
+class FindingState(Base):
+    """When each open finding was first seen; survives runs that could not judge it."""
+
+    __tablename__ = "finding_state"
+
+    key: Mapped[str] = mapped_column(String(400), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    number: Mapped[str | None] = mapped_column(String(255))
+    source: Mapped[str | None] = mapped_column(String(64))
+    first_seen_at: Mapped[datetime]
+    last_seen_run: Mapped[str] = mapped_column(String(36))
+
+
+class Action(Base):
+    """The journal: every side effect is written here before it is sent and settled after."""
+
+    __tablename__ = "actions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    source: Mapped[str] = mapped_column(String(64))
+    number: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(16))  # import
+    state: Mapped[str] = mapped_column(String(16))  # planned|skipped|started|done|failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    vapi_id: Mapped[str | None] = mapped_column(String(64))
+    request: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # the create body, secrets removed
+    detail: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        UniqueConstraint("run_id", "source", "number", "action", name="uq_actions_run_source_number_action"),
+        Index("ix_actions_state", "state"),
+    )

@@ -1,0 +1,293 @@
+"""One run, start to finish: snapshot -> diff -> plan -> (apply) -> findings -> run record.
+
+The CLI and the scheduler both call ``execute``; neither knows the stages. Everything the run
+needs from outside (the Vapi client, the sources, the clock) is handed in, so tests drive it
+with the sandbox and a fixed clock.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+import structlog
+from sqlalchemy.orm import Session, sessionmaker
+
+from numsync.adapters.base import Source, VapiApi
+from numsync.adapters.vapi_model import owner_for
+from numsync.config import Config
+
+from .apply import apply_plan, recover_started
+from .diff import FindingDraft, compute_findings, judge_sources
+from .models import Action, CarrierRecord, Finding, FindingState, Run, RunSource, VapiRecord
+from .plan import make_plan
+from .snapshot import Progress, take_snapshot
+
+__all__ = ["EXIT_CODES", "RunResult", "execute"]
+
+log = structlog.get_logger(__name__)
+
+EXIT_CODES = {"in_sync": 0, "drift": 2, "error": 1}
+KEEP_SNAPSHOTS = 3  # runs whose snapshot tables are kept (for debugging the last few diffs)
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    mode: str
+    outcome: str
+    error: str | None = None
+    summary: dict[str, int] = field(default_factory=dict)
+    source_numbers: dict[str, int] = field(default_factory=dict)
+    source_status: dict[str, str] = field(default_factory=dict)
+    findings_by_source: dict[tuple[str, str], int] = field(default_factory=dict)
+    seconds: float = 0.0
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.outcome]
+
+
+def _next_seq(session: Session) -> int:
+    return int(session.execute(sa.select(sa.func.coalesce(sa.func.max(Run.seq), 0))).scalar_one()) + 1
+
+
+def execute(
+    sessions: sessionmaker[Session],
+    config: Config,
+    *,
+    mode: str,
+    vapi: VapiApi,
+    sources: Sequence[Source],
+    selected: Sequence[str] | None,
+    clock: Callable[[], datetime],
+    progress: Progress | None = None,
+    stop: threading.Event | None = None,
+    guard: Callable[[], None] | None = None,
+    run_id: str | None = None,
+) -> RunResult:
+    """Run a plan or a reconcile and record it; returns the outcome (never raises for drift)."""
+    if mode not in ("plan", "reconcile"):
+        raise ValueError(f"unknown mode {mode!r}")
+    run_id = run_id or str(uuid.uuid4())
+    t0 = time.monotonic()
+    filtered = selected is not None
+    chosen = [s for s in sources if not filtered or s.name in set(selected or ())]
+    with sessions.begin() as session:
+        session.add(Run(id=run_id, seq=_next_seq(session), mode=mode, status="running", started_at=clock(),
+                        selected_sources=list(selected) if filtered else None,
+                        holder=f"{socket.gethostname()}:{os.getpid()}"))
+    structlog.contextvars.bind_contextvars(run_id=run_id)
+    log.info("run started", mode=mode, sources=[s.name for s in chosen])
+    try:
+        result = _execute(sessions, config, run_id, mode, vapi, chosen, filtered, clock, progress, stop, guard)
+    except BaseException as exc:
+        with sessions.begin() as session:
+            status = "interrupted" if isinstance(exc, KeyboardInterrupt | SystemExit) else "failed"
+            session.execute(sa.update(Run).where(Run.id == run_id).values(
+                status=status, outcome="error", finished_at=clock(),
+                error=f"{status}: {exc.__class__.__name__}"))
+        raise
+    finally:
+        structlog.contextvars.unbind_contextvars("run_id")
+    result.seconds = time.monotonic() - t0
+    return result
+
+
+def _execute(
+    sessions: sessionmaker[Session],
+    config: Config,
+    run_id: str,
+    mode: str,
+    vapi: VapiApi,
+    chosen: Sequence[Source],
+    filtered: bool,
+    clock: Callable[[], datetime],
+    progress: Progress | None,
+    stop: threading.Event | None,
+    guard: Callable[[], None] | None,
+) -> RunResult:
+    stats: dict[str, Any] = {}
+    if mode == "reconcile":
+        stats["recovered_actions"] = recover_started(sessions, vapi, clock)
+
+    owners = {}
+    for src_cfg in config.sources:  # every configured source, so others' records are not 'unmanaged'
+        owner = owner_for(src_cfg)
+        owners[(owner.provider, owner.account_value)] = src_cfg.name
+    byo_raw = frozenset(c.name for c in config.sources if c.kind == "byo" and not c.e164_check)
+
+    t = time.monotonic()
+    with sessions.begin() as session:
+        snap = take_snapshot(session, run_id, vapi, list(chosen), owners, byo_raw_sources=byo_raw,
+                             progress=progress)
+    stats["snapshot_seconds"] = round(time.monotonic() - t, 3)
+    stats["vapi_seconds"] = round(snap.vapi_seconds, 3)
+    stats["source_seconds"] = {n: round(o.seconds, 3) for n, o in snap.sources.items()}
+    kinds = {s.name: s.kind for s in chosen}
+
+    if snap.vapi_error is not None:
+        with sessions.begin() as session:
+            for name, out in snap.sources.items():
+                session.add(RunSource(run_id=run_id, source=name, kind=out.kind,
+                                      status="failed" if out.error else "ok",
+                                      numbers=out.numbers, error=out.error, seconds=out.seconds))
+        return _finish(sessions, run_id, clock, outcome="error", error=f"Vapi: {snap.vapi_error}",
+                       vapi_numbers=None, drafts=[], stats=stats, mode=mode, judged=set(),
+                       judge_nulls=False)
+
+    t = time.monotonic()
+    with sessions.begin() as session:
+        judgements = judge_sources(
+            session, run_id,
+            {n: (o.numbers, o.error) for n, o in snap.sources.items()},
+            kinds, config.policy.max_orphan_fraction,
+        )
+        for name, j in judgements.items():
+            session.add(RunSource(run_id=run_id, source=name, kind=kinds[name], status=j.status,
+                                  numbers=j.numbers, error=j.error, seconds=snap.sources[name].seconds))
+        drafts = compute_findings(
+            session, run_id, judgements=judgements, selected=frozenset(kinds), filtered=filtered,
+            now=clock(), stuck_after=config.policy.stuck_activating_after,
+        )
+        stats["diff_seconds"] = round(time.monotonic() - t, 3)
+        ok_sources = [c.name for c in config.sources if judgements.get(c.name) and
+                      judgements[c.name].status == "ok"]
+        settings = {c.name: c.import_ for c in config.sources}
+        planned = make_plan(drafts, settings=settings, kinds=kinds, source_order=ok_sources,
+                            max_imports=config.policy.max_imports_per_run)
+        now = clock()
+        if planned:
+            session.execute(sa.insert(Action), [
+                {"run_id": run_id, "source": p.source, "number": p.number, "action": "import",
+                 "state": p.state, "attempts": 0, "request": p.request, "detail": p.detail,
+                 "created_at": now}
+                for p in planned
+            ])
+    if any(j.status != "ok" for j in judgements.values()):
+        error = "; ".join(f"{n}: {j.status}" for n, j in judgements.items() if j.status != "ok")
+    else:
+        error = None
+
+    if mode == "reconcile" and any(p.state == "planned" for p in planned):
+        t = time.monotonic()
+        applied = apply_plan(sessions, run_id, vapi, {s.name: s for s in chosen}, clock, stop=stop, guard=guard)
+        stats["apply_seconds"] = round(time.monotonic() - t, 3)
+        stats["imports_done"], stats["imports_failed"] = applied.done, applied.failed
+        with sessions() as session:
+            settled = {(s, n): (st, d) for s, n, st, d in session.execute(
+                sa.select(Action.source, Action.number, Action.state, Action.detail)
+                .where(Action.run_id == run_id, Action.action == "import"))}
+        for d in drafts:
+            if d.action == "import" and (d.source, d.number) in settled:
+                state, detail = settled[(d.source or "", d.number or "")]
+                d.action_status = {"started": "failed", "planned": "skipped"}.get(state, state)
+                if state == "planned":
+                    detail = "not attempted: the run was stopped"
+                if detail and detail not in (d.detail or ""):
+                    d.detail = f"{d.detail}; {detail}" if d.detail else detail
+        if applied.interrupted:
+            error = (error + "; " if error else "") + "stopped before every import was applied"
+
+    judged = {n for n, j in judgements.items() if j.status == "ok"}
+    remaining = [
+        d for d in drafts
+        if d.kind != "unmanaged" and not (d.action == "import" and d.action_status == "done")
+    ]
+    failed_actions = any(d.action_status == "failed" for d in drafts)
+    if error is not None or failed_actions:
+        outcome = "error"
+        if failed_actions and error is None:
+            error = "some imports failed"
+    elif remaining:
+        outcome = "drift"
+    else:
+        outcome = "in_sync"
+    return _finish(sessions, run_id, clock, outcome=outcome, error=error, vapi_numbers=snap.vapi_numbers,
+                   drafts=drafts, stats=stats, mode=mode, judged=judged, judge_nulls=not filtered)
+
+
+def _finish(
+    sessions: sessionmaker[Session],
+    run_id: str,
+    clock: Callable[[], datetime],
+    *,
+    outcome: str,
+    error: str | None,
+    vapi_numbers: int | None,
+    drafts: list[FindingDraft],
+    stats: dict[str, Any],
+    mode: str,
+    judged: set[str],
+    judge_nulls: bool,
+) -> RunResult:
+    now = clock()
+    summary = dict(sorted(Counter(d.kind for d in drafts).items()))
+    with sessions.begin() as session:
+        _record_findings(session, run_id, drafts, now, judged, judge_nulls, vapi_ok=vapi_numbers is not None)
+        session.execute(sa.update(Run).where(Run.id == run_id).values(
+            status="finished", outcome=outcome, finished_at=now, vapi_numbers=vapi_numbers,
+            error=error, summary=summary, stats=stats))
+        _prune_snapshots(session)
+        sources = session.execute(
+            sa.select(RunSource.source, RunSource.status, RunSource.numbers).where(RunSource.run_id == run_id)
+        ).all()
+    log.info("run finished", outcome=outcome, summary=summary, error=error)
+    return RunResult(
+        run_id=run_id, mode=mode, outcome=outcome, error=error, summary=summary,
+        source_numbers={s: n for s, _, n in sources}, source_status={s: st for s, st, _ in sources},
+        findings_by_source=dict(Counter((d.kind, d.source or "") for d in drafts)), stats=stats,
+    )
+
+
+def _record_findings(session: Session, run_id: str, drafts: list[FindingDraft], now: datetime,
+                     judged: set[str], judge_nulls: bool, vapi_ok: bool) -> None:
+    """Write the run's findings, carrying first_seen_at from finding_state, then update the state."""
+    keys = [d.key for d in drafts]
+    known: dict[str, datetime] = {}
+    for chunk_start in range(0, len(keys), 5000):
+        chunk = keys[chunk_start:chunk_start + 5000]
+        known.update(session.execute(
+            sa.select(FindingState.key, FindingState.first_seen_at).where(FindingState.key.in_(chunk))
+        ).all())
+    if drafts:
+        session.execute(sa.insert(Finding), [
+            {"run_id": run_id, "key": d.key, "kind": d.kind, "number": d.number, "source": d.source,
+             "vapi_ids": d.vapi_ids, "carrier_id": d.carrier_id, "first_seen_at": known.get(d.key, now),
+             "action": d.action, "action_status": d.action_status, "detail": d.detail}
+            for d in drafts
+        ])
+    if not vapi_ok:
+        return  # nothing was judged: every open finding keeps its state
+    # Resolved: open findings whose source was judged in this run (or that belong to no source, in
+    # an unfiltered run) and that this run did not report again.
+    scope = FindingState.source.in_(sorted(judged))
+    if judge_nulls:
+        scope = sa.or_(scope, FindingState.source.is_(None))
+    emitted = sa.select(Finding.key).where(Finding.run_id == run_id)
+    session.execute(sa.delete(FindingState).where(scope, FindingState.key.not_in(emitted)))
+    session.execute(sa.update(FindingState).where(FindingState.key.in_(emitted)).values(last_seen_run=run_id))
+    new = [d for d in drafts if d.key not in known]
+    if new:
+        session.execute(sa.insert(FindingState), [
+            {"key": d.key, "kind": d.kind, "number": d.number, "source": d.source, "first_seen_at": now,
+             "last_seen_run": run_id}
+            for d in new
+        ])
+
+
+def _prune_snapshots(session: Session) -> None:
+    keep = sa.select(Run.id).order_by(Run.seq.desc()).limit(KEEP_SNAPSHOTS).scalar_subquery()
+    old = sa.select(Run.id).where(Run.id.not_in(keep))
+    session.execute(sa.delete(VapiRecord).where(VapiRecord.run_id.in_(old)))
+    session.execute(sa.delete(CarrierRecord).where(CarrierRecord.run_id.in_(old)))

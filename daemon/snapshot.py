@@ -1,0 +1,200 @@
+"""Stage 1: list Vapi and every source at once and write both sides into the snapshot tables.
+
+Listings run in threads (the critical path is the slowest API, not their sum) and hand batches
+to the caller's thread, which alone writes to the database; SQLite allows one writer and this
+keeps PostgreSQL simple too. A side that fails leaves no rows behind: a failed source's rows are
+deleted before commit, and a failed Vapi listing fails the whole snapshot.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from numsync.adapters.base import Source, SourceRecord, VapiApi, VapiNumber, to_e164
+from numsync.adapters.vapi_model import to_vapi_number
+from numsync.errors import NumsyncError
+
+from .models import CarrierRecord, VapiRecord
+
+__all__ = ["SnapshotResult", "SourceOutcome", "take_snapshot", "vapi_match_key"]
+
+BATCH = 2000
+Progress = Callable[[str, int, int | None], None]
+
+
+@dataclass
+class SourceOutcome:
+    name: str
+    kind: str
+    numbers: int = 0
+    error: str | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class SnapshotResult:
+    vapi_numbers: int = 0
+    vapi_error: str | None = None
+    vapi_seconds: float = 0.0
+    sources: dict[str, SourceOutcome] = field(default_factory=dict)
+
+
+def vapi_match_key(rec: VapiNumber) -> str | None:
+    """How a Vapi number is compared: E.164, or as written for byo numbers without the E.164 check."""
+    if rec.number is None:
+        return None
+    if not rec.e164_check:
+        return rec.number.strip()
+    return to_e164(rec.number, assume_plus=True) or rec.number.strip()
+
+
+def _parse_ts(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _error_text(exc: BaseException) -> str:
+    if isinstance(exc, NumsyncError):
+        return str(exc)
+    # Unknown exceptions: the class name only; their text may quote a request.
+    return f"unexpected {exc.__class__.__name__}"
+
+
+_DONE = object()
+
+
+def _produce(q: queue.Queue[Any], tag: str, items: Iterable[Any]) -> None:
+    batch: list[Any] = []
+    try:
+        for item in items:
+            batch.append(item)
+            if len(batch) >= BATCH:
+                q.put((tag, batch))
+                batch = []
+        if batch:
+            q.put((tag, batch))
+        q.put((tag, _DONE))
+    except BaseException as exc:  # reported to the writer thread, which owns the outcome
+        q.put((tag, exc))
+
+
+def take_snapshot(
+    session: Session,
+    run_id: str,
+    vapi: VapiApi,
+    sources: list[Source],
+    owners: dict[tuple[str, str], str],
+    *,
+    byo_raw_sources: frozenset[str] = frozenset(),
+    progress: Progress | None = None,
+) -> SnapshotResult:
+    """List everything and write it for ``run_id``; ``owners`` maps (provider, account) to a source."""
+    result = SnapshotResult(sources={s.name: SourceOutcome(s.name, s.kind) for s in sources})
+    q: queue.Queue[Any] = queue.Queue(maxsize=16)
+    started = {"vapi": time.monotonic(), **{s.name: time.monotonic() for s in sources}}
+
+    def vapi_progress(done: int, total: int) -> None:
+        if progress:
+            progress("vapi", done, total)
+
+    def vapi_items() -> Iterator[VapiNumber]:
+        return vapi.iter_records(progress=vapi_progress, transform=to_vapi_number)
+
+    threads = [threading.Thread(target=_produce, args=(q, "vapi", vapi_items()), daemon=True, name="list-vapi")]
+    for src in sources:
+        threads.append(
+            threading.Thread(target=_produce, args=(q, src.name, src.list_numbers()), daemon=True,
+                             name=f"list-{src.name}")
+        )
+    for t in threads:
+        t.start()
+    pending = len(threads)
+    seen_vapi_ids: set[str] = set()
+    while pending:
+        tag, payload = q.get()
+        if payload is _DONE or isinstance(payload, BaseException):
+            pending -= 1
+            elapsed = time.monotonic() - started[tag]
+            error = _error_text(payload) if isinstance(payload, BaseException) else None
+            if tag == "vapi":
+                result.vapi_seconds, result.vapi_error = elapsed, error
+            else:
+                result.sources[tag].seconds, result.sources[tag].error = elapsed, error
+            continue
+        if tag == "vapi":
+            rows = []
+            for rec in payload:
+                if rec.id in seen_vapi_ids:
+                    continue
+                seen_vapi_ids.add(rec.id)
+                rows.append(_vapi_row(run_id, rec, owners))
+            if rows:
+                session.execute(sa.insert(VapiRecord), rows)
+            result.vapi_numbers = len(seen_vapi_ids)
+        else:
+            out = result.sources[tag]
+            raw = tag in byo_raw_sources
+            session.execute(sa.insert(CarrierRecord), [_carrier_row(run_id, tag, r, raw) for r in payload])
+            out.numbers += len(payload)
+            if progress:
+                progress(tag, out.numbers, None)
+    for t in threads:
+        t.join()
+    for out in result.sources.values():
+        if out.error is not None:
+            session.execute(
+                sa.delete(CarrierRecord).where(CarrierRecord.run_id == run_id, CarrierRecord.source == out.name)
+            )
+            out.numbers = 0
+    if result.vapi_error is not None:
+        session.execute(sa.delete(VapiRecord).where(VapiRecord.run_id == run_id))
+        result.vapi_numbers = 0
+    return result
+
+
+def _vapi_row(run_id: str, rec: VapiNumber, owners: dict[tuple[str, str], str]) -> dict[str, Any]:
+    source = owners.get((rec.provider, rec.account)) if rec.account else None
+    return {
+        "run_id": run_id,
+        "vapi_id": rec.id,
+        "provider": rec.provider,
+        "number": rec.number,
+        "match_key": vapi_match_key(rec),
+        "sip_uri": rec.sip_uri,
+        "status": rec.status,
+        "name": (rec.name or None) and rec.name[:80],
+        "account": rec.account,
+        "source": source,
+        "routed": rec.routed,
+        "created_at": rec.created_at,
+        "updated_at": _parse_ts(rec.updated_at),
+        "raw": dict(rec.raw),
+    }
+
+
+def _carrier_row(run_id: str, source: str, rec: SourceRecord, as_written: bool) -> dict[str, Any]:
+    key = rec.number.strip() if as_written else rec.e164
+    return {
+        "run_id": run_id,
+        "source": source,
+        "number": rec.number[:128],
+        "match_key": key,
+        "carrier_id": rec.carrier_id[:128],
+        "status": rec.status,
+        "labels": dict(rec.labels) or None,
+        "routing": (rec.routing or None) and rec.routing[:255],
+        "routed_elsewhere": rec.routed_elsewhere,
+    }

@@ -1,0 +1,3 @@
+from numsync.cli import main
+
+main()

@@ -1,0 +1,166 @@
+"""Wiring: build the Vapi client and the sources from config, run the engine, write the reports.
+
+The CLI and the daemon's scheduler both call ``run_once``; it is the only place that knows
+concrete adapters and the engine at the same time.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from numsync.adapters.base import Source, SourceRecord, VapiOwner
+from numsync.adapters.registry import build_source
+from numsync.adapters.vapi import VapiClient
+from numsync.config import Config, SourceConfig
+from numsync.daemon.db import open_database
+from numsync.daemon.locks import RUN_LOCK, DatabaseLock
+from numsync.daemon.report_data import build_report, report_context, resolve_run_id
+from numsync.daemon.run import RunResult, execute
+from numsync.errors import ConfigError, NumsyncError, PermanentError
+from numsync.metrics import Metrics
+from numsync.redaction import SECRETS
+from numsync.reports import ReportContext, write_reports
+
+__all__ = ["RunOutput", "register_secrets", "render_stored", "run_once", "utcnow"]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class RunOutput:
+    result: RunResult
+    report: dict[str, Any]
+    paths: list[Path] = field(default_factory=list)
+
+
+def register_secrets(config: Config) -> None:
+    """Tell the log redactor every secret value of the config."""
+    values: list[str | None] = [config.vapi.api_key.get_secret_value()]
+    for src in config.sources:
+        for name in ("auth_token", "api_key", "api_secret"):
+            secret = getattr(src, name, None)
+            if secret is not None:
+                values.append(secret.get_secret_value())
+    if config.reports.webhook_url:
+        values.append(config.reports.webhook_url)
+    SECRETS.add(values)
+
+
+class _BrokenSource:
+    """Stands in for a source whose adapter could not even be built, so it fails like any other."""
+
+    def __init__(self, cfg: SourceConfig, error: NumsyncError) -> None:
+        self.name, self.kind, self._error = cfg.name, cfg.kind, error
+
+    def owner(self) -> VapiOwner:
+        raise self._error
+
+    def list_numbers(self) -> Iterator[SourceRecord]:
+        raise self._error
+
+    def import_body(self, e164: str) -> dict[str, Any]:
+        raise self._error
+
+    def close(self) -> None:
+        return None
+
+
+def _selected(config: Config, names: Sequence[str] | None) -> list[SourceConfig]:
+    if not names:
+        return list(config.sources)
+    known = [s.name for s in config.sources]
+    for name in names:
+        if name not in known:
+            raise ConfigError(f"--source {name}: no source has that name (configured: {', '.join(known) or 'none'})")
+    return [s for s in config.sources if s.name in set(names)]
+
+
+def build_sources(cfgs: Sequence[SourceConfig], metrics: Metrics) -> list[Source]:
+    out: list[Source] = []
+    for cfg in cfgs:
+        try:
+            out.append(build_source(cfg, on_request=metrics.on_request))
+        except NumsyncError as exc:
+            out.append(_BrokenSource(cfg, exc))
+        except Exception as exc:  # an SDK refusing its arguments must not stop the other sources
+            out.append(_BrokenSource(cfg, PermanentError(
+                f"source {cfg.name}: cannot set up the {cfg.kind} client ({exc.__class__.__name__})",
+                api=cfg.name, operation="setup")))
+    return out
+
+
+def run_once(
+    config: Config,
+    *,
+    mode: str,
+    source_names: Sequence[str] | None = None,
+    report_dir: Path | None = None,
+    formats: Sequence[str] | None = None,
+    metrics: Metrics | None = None,
+    engine: Engine | None = None,
+    progress: Callable[[str, int, int | None], None] | None = None,
+    stop: threading.Event | None = None,
+    guard: Callable[[], None] | None = None,
+    clock: Callable[[], datetime] = utcnow,
+) -> RunOutput:
+    """One plan or reconcile under the run lock; raises LockHeld when another run holds it."""
+    metrics = metrics or Metrics()
+    chosen = _selected(config, source_names)
+    register_secrets(config)
+    own_engine = engine is None
+    engine = engine or open_database(config.database_url)
+    sessions = sessionmaker(engine, expire_on_commit=False)
+    try:
+        with DatabaseLock(config.database_url, RUN_LOCK):
+            sources = build_sources(chosen, metrics)
+            vapi = VapiClient(config.vapi, on_request=metrics.on_request)
+            try:
+                result = execute(
+                    sessions, config, mode=mode, vapi=vapi, sources=sources,
+                    selected=[s.name for s in chosen] if source_names else None,
+                    clock=clock, progress=progress, stop=stop, guard=guard,
+                )
+            finally:
+                vapi.close()
+                for src in sources:
+                    src.close()
+        metrics.observe_run(mode=mode, outcome=result.outcome, seconds=result.seconds,
+                            findings=result.findings_by_source, source_numbers=result.source_numbers)
+        report, paths = _write(sessions, result.run_id, config, report_dir, formats)
+        return RunOutput(result=result, report=report, paths=paths)
+    finally:
+        if own_engine:
+            engine.dispose()
+
+
+def _write(sessions: sessionmaker[Session], run_id: str, config: Config, report_dir: Path | None,
+           formats: Sequence[str] | None) -> tuple[dict[str, Any], list[Path]]:
+    with sessions() as session:
+        report = build_report(session, run_id)
+        ctx = ReportContext(**report_context(session, run_id))
+    directory = report_dir or config.reports.dir
+    paths = write_reports(report, ctx, directory, list(formats or config.reports.formats))
+    return report, paths
+
+
+def render_stored(config: Config, run_id: str | None, report_dir: Path | None,
+                  formats: Sequence[str] | None) -> tuple[dict[str, Any], list[Path]]:
+    """Re-render a stored run (``numsync report``)."""
+    engine = open_database(config.database_url)
+    try:
+        sessions = sessionmaker(engine, expire_on_commit=False)
+        with sessions() as session:
+            rid = resolve_run_id(session, run_id)
+        return _write(sessions, rid, config, report_dir, formats)
+    finally:
+        engine.dispose()

@@ -1,0 +1,57 @@
+"""Alembic environment: batch mode on SQLite, an advisory lock on PostgreSQL while migrating.
+
+The lock matters in Kubernetes, where a migration Job and a developer's laptop could otherwise
+run the same migration twice at once.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import context
+
+from numsync.daemon.models import Base
+
+MIGRATION_LOCK_ID = 0x6E756D73796E63  # 'numsync'
+
+config = context.config
+target_metadata = Base.metadata
+
+
+def _run(connection: sa.Connection) -> None:
+    sqlite = connection.dialect.name == "sqlite"
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        render_as_batch=sqlite,
+        transaction_per_migration=True,
+        compare_type=True,
+    )
+    if connection.dialect.name == "postgresql":
+        connection.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK_ID})
+        connection.execute(sa.text("SET LOCAL lock_timeout = '10s'"))
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_online() -> None:
+    given = config.attributes.get("connection")
+    if given is not None:
+        _run(given)
+        return
+    engine = sa.create_engine(config.get_main_option("sqlalchemy.url") or "sqlite://")
+    with engine.begin() as connection:
+        _run(connection)
+    engine.dispose()
+
+
+def run_migrations_offline() -> None:
+    context.configure(url=config.get_main_option("sqlalchemy.url"), target_metadata=target_metadata,
+                      literal_binds=True, render_as_batch=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()

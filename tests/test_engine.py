@@ -1,0 +1,200 @@
+"""The engine end to end against the Vapi emulation and CSV sources, on SQLite and PostgreSQL.
+
+Every test seeds a known state, runs the real `run_once`, and compares the findings with the
+seeded ones exactly: a missing or an extra finding fails.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jsonschema
+import pytest
+import sqlalchemy as sa
+
+from numsync.app import run_once
+from numsync.config import Config, parse_config
+from numsync.daemon.db import make_engine
+from numsync.daemon.models import Action, FindingState, Run, VapiRecord
+from numsync.sandbox.server import EmulatorServer
+from numsync.sandbox.vapi import VapiEmulator
+
+SCHEMA = json.loads((Path(__file__).parent / "schemas" / "report.schema.json").read_text())
+TWILIO_SID = "AC" + "1" * 32
+OTHER_SID = "AC" + "9" * 32
+ASSISTANT = "asst-0001"
+
+
+@pytest.fixture
+def vapi() -> Iterator[tuple[VapiEmulator, EmulatorServer]]:
+    emu = VapiEmulator(api_key="test-vapi-key")
+    with EmulatorServer(emu) as server:
+        yield emu, server
+
+
+def write_csv(path: Path, numbers: list[str], extra: str = "") -> Path:
+    path.write_text("number,label" + extra + "\n" + "".join(f"{n},line {i}\n" for i, n in enumerate(numbers)))
+    return path
+
+
+def make_config(tmp_path: Path, db_url: str, vapi_url: str, sources: str, policy: str = "") -> Config:
+    text = f"""
+database_url: {db_url}
+vapi:
+  api_key: test-vapi-key
+  base_url: {vapi_url}
+  backoff_base: 0.01
+  requests_per_second: 0
+sources:
+{sources}
+policy:
+  max_orphan_fraction: 0.5
+{policy}
+reports:
+  dir: {tmp_path / 'reports'}
+"""
+    return parse_config(text, origin="test.yaml", base_dir=tmp_path, env={})
+
+
+def findings_of(report: dict[str, Any]) -> set[tuple[str, str | None, str | None]]:
+    return {(f["kind"], f["number"], f["source"]) for f in report["findings"]}
+
+
+def test_vapi_side_findings_are_exactly_the_seeded_ones(tmp_path: Path, db_url: str, vapi: Any) -> None:
+    emu, server = vapi
+    now = datetime.now(UTC)
+    trunk = write_csv(tmp_path / "trunk.csv", ["+14155550100", "+14155550101", "+14155550102", "+14155550103"])
+    common = {"credentialId": "cred-trunk", "assistantId": ASSISTANT}
+    emu.add("byo-phone-number", number="+14155550100", **common)  # healthy
+    emu.add("byo-phone-number", number="+14155550101", status="blocked", **common)
+    emu.add("byo-phone-number", number="+14155550102", status="activating",
+            updatedAt=(now - timedelta(hours=3)).isoformat().replace("+00:00", "Z"), **common)
+    emu.add("byo-phone-number", number="+14155550103", credentialId="cred-trunk")  # unrouted
+    fresh = emu.add("vapi", sipUri="sip:fresh@sip.vapi.ai", status="activating", assistantId=ASSISTANT)
+    dup_a = emu.add("vapi", number="+14155550199", assistantId=ASSISTANT)
+    dup_b = emu.add("vapi", number="+14155550199", assistantId=ASSISTANT)
+    cfg = make_config(tmp_path, db_url, server.url, f"""
+  - name: trunk-a
+    kind: byo
+    numbers_file: {trunk}
+    vapi_credential_id: cred-trunk
+""")
+    out = run_once(cfg, mode="plan")
+    assert findings_of(out.report) == {
+        ("blocked", "+14155550101", "trunk-a"),
+        ("stuck_activating", "+14155550102", "trunk-a"),
+        ("unrouted", "+14155550103", "trunk-a"),
+        ("duplicate_in_vapi", "+14155550199", None),
+    }
+    dup = next(f for f in out.report["findings"] if f["kind"] == "duplicate_in_vapi")
+    assert dup["vapi_ids"] == sorted([dup_a["id"], dup_b["id"]])
+    assert fresh["id"] not in json.dumps(out.report)  # activating, but not for long: no finding
+    assert out.result.outcome == "drift"
+    assert out.result.exit_code == 2
+    jsonschema.validate(out.report, SCHEMA)
+    assert out.report["vapi"]["numbers"] == 7
+    assert {p.name for p in out.paths} == {"report.json", "report.md", "report.html", "report.csv"}
+
+
+def test_carrier_findings_and_import(tmp_path: Path, db_url: str, vapi: Any) -> None:
+    emu, server = vapi
+    a = write_csv(tmp_path / "a.csv", ["+14155550100", "+14155550101", "+1 415 555 0102", "not-a-number",
+                                       "+14155550300"])
+    b = write_csv(tmp_path / "b.csv", ["+14155550200", "+14155550300"])
+    emu.add("byo-phone-number", number="+14155550100", credentialId="cred-a", assistantId=ASSISTANT)
+    emu.add("byo-phone-number", number="+14155550999", credentialId="cred-a", assistantId=ASSISTANT)  # orphan
+    emu.add("byo-phone-number", number="+14155550200", credentialId="cred-a", assistantId=ASSISTANT)  # moved
+    emu.add("twilio", number="+14155550500", twilioAccountSid=OTHER_SID, twilioAuthToken="tok-secret-xyz",
+            assistantId=ASSISTANT)  # unmanaged
+    cfg = make_config(tmp_path, db_url, server.url, f"""
+  - name: trunk-a
+    kind: byo
+    numbers_file: {a}
+    vapi_credential_id: cred-a
+    import:
+      assistant_id: {ASSISTANT}
+  - name: trunk-b
+    kind: byo
+    numbers_file: {b}
+    vapi_credential_id: cred-b
+""")
+    out = run_once(cfg, mode="plan")
+    expected = {
+        ("missing_in_vapi", "+14155550101", "trunk-a"),
+        ("missing_in_vapi", "+14155550102", "trunk-a"),
+        ("missing_in_vapi", "+14155550300", "trunk-a"),
+        ("missing_in_vapi", "+14155550300", "trunk-b"),
+        ("invalid_number", "not-a-number", "trunk-a"),
+        ("orphaned", "+14155550999", "trunk-a"),
+        ("moved", "+14155550200", "trunk-a"),
+        ("unmanaged", "+14155550500", None),
+    }
+    assert findings_of(out.report) == expected
+    assert out.result.exit_code == 2
+    by_key = {(f["kind"], f["number"], f["source"]): f for f in out.report["findings"]}
+    assert by_key[("missing_in_vapi", "+14155550300", "trunk-b")]["action"] == "none"  # trunk-a imports it
+    assert by_key[("missing_in_vapi", "+14155550101", "trunk-a")]["action_status"] == "planned"
+    assert "trunk-b" in by_key[("moved", "+14155550200", "trunk-a")]["detail"]
+    assert "tok-secret-xyz" not in json.dumps(out.report)
+    before = len(emu.records())
+    assert before == 4  # plan never writes to Vapi
+
+    out2 = run_once(cfg, mode="reconcile")
+    imported = {r["number"] for r in emu.records()} - {"+14155550100", "+14155550999", "+14155550200",
+                                                         "+14155550500"}
+    assert imported == {"+14155550101", "+14155550102", "+14155550300"}
+    assert all(len(emu.by_number(n)) == 1 for n in imported)
+    rec = emu.by_number("+14155550101")[0]
+    assert rec["provider"] == "byo-phone-number" and rec["credentialId"] == "cred-a"
+    assert rec["assistantId"] == ASSISTANT and rec["name"] == "trunk-a +14155550101"
+    assert out2.result.exit_code == 2  # orphaned / moved remain
+    statuses = {(f["kind"], f["number"]): f["action_status"] for f in out2.report["findings"]}
+    assert statuses[("missing_in_vapi", "+14155550101")] == "done"
+
+    out3 = run_once(cfg, mode="plan")
+    assert not [f for f in out3.report["findings"] if f["kind"] == "missing_in_vapi"]
+    engine = make_engine(db_url)
+    with engine.connect() as conn:
+        states = conn.execute(sa.select(Action.state, sa.func.count()).group_by(Action.state)).all()
+        assert dict(states) == {"planned": 3, "done": 3}  # the plan run's rows stay 'planned'
+        raw = json.dumps([r for (r,) in conn.execute(sa.select(VapiRecord.raw))])
+        assert "tok-secret-xyz" not in raw
+    engine.dispose()
+
+
+def test_first_seen_at_persists_and_resolves(tmp_path: Path, db_url: str, vapi: Any) -> None:
+    emu, server = vapi
+    trunk = write_csv(tmp_path / "t.csv", ["+14155550100"])
+    rec = emu.add("byo-phone-number", number="+14155550100", credentialId="cred-t")  # unrouted
+    cfg = make_config(tmp_path, db_url, server.url, f"""
+  - name: trunk-t
+    kind: byo
+    numbers_file: {trunk}
+    vapi_credential_id: cred-t
+""")
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    first = run_once(cfg, mode="plan", clock=lambda: t0)
+    assert first.report["findings"][0]["first_seen_at"] == "2026-01-01T00:00:00.000Z"
+    # The source fails (file gone): the finding's state must survive the blind run.
+    trunk.rename(tmp_path / "gone.csv")
+    blind = run_once(cfg, mode="plan", clock=lambda: t0 + timedelta(hours=1))
+    assert blind.result.exit_code == 1
+    assert {f["kind"] for f in blind.report["findings"]} == {"source_unavailable", "unrouted"}
+    (tmp_path / "gone.csv").rename(trunk)
+    again = run_once(cfg, mode="plan", clock=lambda: t0 + timedelta(hours=2))
+    assert again.report["findings"][0]["first_seen_at"] == "2026-01-01T00:00:00.000Z"
+    # Routed now: resolved, and a later return counts as new.
+    resp = httpx.patch(f"{server.url}/phone-number/{rec['id']}", json={"assistantId": ASSISTANT},
+                       headers={"Authorization": "Bearer test-vapi-key"})
+    assert resp.status_code == 200
+    run_once(cfg, mode="plan", clock=lambda: t0 + timedelta(hours=3))
+    engine = make_engine(cfg.database_url)
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(FindingState)).scalar() == 0
+        assert conn.execute(sa.select(sa.func.count()).select_from(Run)).scalar() == 4
+    engine.dispose()
