@@ -109,6 +109,14 @@ class _SourceBase(_Strict):
     import_: ImportSettings = Field(default_factory=ImportSettings, alias="import")
     routes_to_vapi: list[str] = Field(default_factory=list)
 
+    @field_validator("routes_to_vapi", mode="before")
+    @classmethod
+    def _ids_as_text(cls, value: Any) -> Any:
+        # Connection ids are numeric at Telnyx; YAML reads them as ints unless quoted.
+        if isinstance(value, list):
+            return [str(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value]
+        return value
+
     @field_validator("name")
     @classmethod
     def _name_shape(cls, value: str) -> str:

@@ -38,7 +38,8 @@ def run_migrations_online() -> None:
     if given is not None:
         _run(given)
         return
-    engine = sa.create_engine(config.get_main_option("sqlalchemy.url") or "sqlite://")
+    url = context.get_x_argument(as_dictionary=True).get("url") or config.get_main_option("sqlalchemy.url")
+    engine = sa.create_engine(url or "sqlite://")
     with engine.begin() as connection:
         _run(connection)
     engine.dispose()

@@ -12,6 +12,7 @@ They can be set from Python (``emulator.faults.add(...)``) or over HTTP
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import socket
@@ -359,6 +360,9 @@ class _Server(ThreadingHTTPServer):
 
     def get_request(self) -> tuple[socket.socket, Any]:
         sock, addr = super().get_request()
+        # Headers and body go out in two writes; with Nagle on, the body waits for the client's
+        # delayed ACK (~40 ms) on every keep-alive response, which made paging crawl.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self.ssl_context is not None:
             sock = self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
         return sock, addr
@@ -380,7 +384,7 @@ class EmulatorServer:
     ) -> None:
         self.emulator = emulator
         self._server = _Server((host, port), emulator, ssl_context)
-        self._thread = threading.Thread(target=self._server.serve_forever, name=f"sandbox-{emulator.name}",
+        self._thread = threading.Thread(target=functools.partial(self._server.serve_forever, poll_interval=0.05), name=f"sandbox-{emulator.name}",
                                         daemon=True)
         self.scheme = "https" if ssl_context else "http"
 

@@ -1,0 +1,362 @@
+"""The Telnyx source: the numbers a Telnyx account owns, read with the official ``telnyx`` SDK.
+
+This is the only module that imports ``telnyx``, so an SDK upgrade is contained here. Choices and
+why:
+
+- The SDK's own retries are off (``max_retries=0``) and retrying is done here, page by page: a
+  failed page is fetched again without restarting the listing, Retry-After is honoured up to a cap,
+  and the attempt budget is ours to configure (and to make fast in tests).
+- Pages are requested explicitly (``page_number=n``) and read from the raw response rather than
+  through the SDK's auto-paging: the SDK trusts ``meta`` blindly (without it, it asks for page 2
+  forever) and, for a 200 that is not JSON, hands back a bare string that crashes its own page
+  parser. Reading the JSON here lets every malformed answer become a ``ProtocolError``, and the
+  paging guards below make a misbehaving server unable to keep us looping.
+- ``cfg.ca_bundle`` is added to the trust store (an ``ssl.SSLContext`` on the httpx client), never
+  substituted for it, so a corporate proxy's CA does not break every public host.
+- ``on_request`` is fed from an httpx response event hook (one call per HTTP answer) and from the
+  error boundary for requests that got no answer at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import json
+import logging
+import math
+import os
+import random
+import ssl
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import certifi
+import httpx
+import telnyx
+
+from numsync.adapters.base import SourceRecord, VapiOwner, to_e164
+from numsync.config import TelnyxSourceConfig
+from numsync.errors import (
+    AdapterError,
+    AuthError,
+    NotFoundError,
+    PermanentError,
+    ProtocolError,
+    TransientError,
+)
+
+__all__ = ["DEFAULT_BASE_URL", "PAGE_SIZE", "TelnyxSource", "build", "ssl_context_with_extra_ca"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE_URL = "https://api.telnyx.com"
+PAGE_SIZE = 250  # the API's maximum; larger sizes are answered with a 400
+KIND = "telnyx"
+_TRANSIENT_STATUSES = {408, 409, 425, 429}
+
+OnRequest = Callable[[str, str], None]
+
+
+def ssl_context_with_extra_ca(extra: Path) -> ssl.SSLContext:
+    """The usual trust store plus the CA(s) in ``extra``.
+
+    The base is what httpx itself would trust (``SSL_CERT_FILE``, else ``REQUESTS_CA_BUNDLE``, else
+    certifi), so machines that point those variables at a system bundle keep it.
+    """
+    base = os.environ.get("SSL_CERT_FILE") or os.environ.get("REQUESTS_CA_BUNDLE")
+    cafile = base if base and os.path.isfile(base) else certifi.where()
+    ctx = ssl.create_default_context(cafile=cafile)
+    ctx.load_verify_locations(cafile=str(extra))
+    return ctx
+
+
+def _api_base(base_url: str | None) -> str:
+    root = (base_url or DEFAULT_BASE_URL).rstrip("/")
+    return root if root.endswith("/v2") else root + "/v2"
+
+
+def _retry_after(headers: httpx.Headers) -> float | None:
+    """Seconds the server asked us to wait (retry-after-ms, retry-after seconds or HTTP date)."""
+    with contextlib.suppress(ValueError):
+        millis = headers.get("retry-after-ms")
+        if millis is not None:
+            return max(0.0, float(millis) / 1000)
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _cert_rejected(exc: BaseException) -> bool:
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, ssl.SSLCertVerificationError):
+            return True
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return False
+
+
+class TelnyxSource:
+    """One Telnyx account as a numsync ``Source``.
+
+    ``max_attempts`` / ``backoff_base`` / ``max_backoff`` / ``max_retry_after`` shape the per-page
+    retries; ``sleep`` is how the wait happens (tests pass a recorder to check the delays).
+    """
+
+    kind = KIND
+
+    def __init__(
+        self,
+        cfg: TelnyxSourceConfig,
+        *,
+        on_request: OnRequest | None = None,
+        max_attempts: int = 4,
+        backoff_base: float = 0.5,
+        max_backoff: float = 30.0,
+        max_retry_after: float = 60.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        self.name = cfg.name
+        self._cfg = cfg
+        self._on_request = on_request
+        self.max_attempts = max_attempts
+        self.backoff_base = backoff_base
+        self.max_backoff = max_backoff
+        self.max_retry_after = max_retry_after
+        self._sleep = sleep
+        verify: ssl.SSLContext | bool = ssl_context_with_extra_ca(cfg.ca_bundle) if cfg.ca_bundle else True
+        http_client = telnyx.DefaultHttpxClient(
+            verify=verify,
+            timeout=cfg.timeout,
+            event_hooks={"response": [self._count_response]},
+        )
+        self._client = telnyx.Telnyx(
+            api_key=cfg.api_key.get_secret_value(),
+            base_url=_api_base(cfg.base_url),
+            max_retries=0,
+            timeout=cfg.timeout,
+            http_client=http_client,
+        )
+
+    # -- Source protocol ----------------------------------------------------------------------
+    def owner(self) -> VapiOwner:
+        return VapiOwner("telnyx", "credentialId", self._cfg.vapi_credential_id)
+
+    def import_body(self, e164: str) -> dict[str, Any]:
+        return {"provider": "telnyx", "number": e164, "credentialId": self._cfg.vapi_credential_id}
+
+    def close(self) -> None:
+        self._client.close()
+
+    def list_numbers(self) -> Iterator[SourceRecord]:
+        """Every owned number, one page of 250 at a time, each page retried on its own."""
+        page_number = 1
+        seen = 0
+        max_total_results = 0
+        previous_ids: tuple[str, ...] | None = None
+        while True:
+            data, meta = self._fetch_page(page_number)
+            total_pages, total_results = meta["total_pages"], meta["total_results"]
+            if page_number > max(total_pages, 1) and data:
+                raise self._protocol(f"page {page_number} has numbers beyond total_pages {total_pages}")
+            ids = tuple(str(item.get("id")) for item in data)
+            if data and ids == previous_ids:
+                raise self._protocol(f"page {page_number} repeats the previous page")
+            previous_ids = ids
+            seen += len(data)
+            max_total_results = max(max_total_results, total_results)
+            if seen > max_total_results:
+                raise self._protocol(f"listed {seen} numbers, more than total_results {max_total_results}")
+            for item in data:
+                yield self._record(item)
+            if not data or page_number >= total_pages:
+                return
+            page_number += 1
+
+    # -- one page, with retries ------------------------------------------------------------------
+    def _fetch_page(self, page_number: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        attempt = 1
+        while True:
+            try:
+                with self._translate("list_numbers"):
+                    raw = self._client.phone_numbers.with_raw_response.list(
+                        page_number=page_number, page_size=PAGE_SIZE
+                    )
+                    return self._parse_page(raw.read(), raw.headers, page_number)
+            except TransientError as exc:
+                if attempt >= self.max_attempts:
+                    raise
+                delay = self._delay(attempt, exc.retry_after)
+                log.info(
+                    "telnyx source %s: page %d failed (%s), retry %d/%d in %.2fs",
+                    self.name, page_number, exc.message, attempt, self.max_attempts - 1, delay,
+                )
+                self._sleep(delay)
+                attempt += 1
+
+    def _delay(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None and retry_after > 0:
+            return min(retry_after, self.max_retry_after)
+        backoff = min(self.backoff_base * 2 ** (attempt - 1), self.max_backoff)
+        return backoff * random.uniform(0.5, 1.0)
+
+    def _parse_page(
+        self, body: bytes, headers: httpx.Headers, page_number: int
+    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            ctype = headers.get("content-type", "no content type").split(";")[0]
+            raise self._protocol(f"page {page_number} is not JSON ({ctype})") from None
+        if not isinstance(payload, dict) or not isinstance(payload.get("data"), list):
+            raise self._protocol(f"page {page_number} has no 'data' list")
+        data = payload["data"]
+        if not all(isinstance(item, dict) for item in data):
+            raise self._protocol(f"page {page_number} holds records that are not objects")
+        meta = payload.get("meta")
+        if not isinstance(meta, dict):
+            raise self._protocol(f"page {page_number} has no paging 'meta'")
+        numbers: dict[str, Any] = {}
+        for key in ("page_number", "total_pages", "total_results"):
+            value = meta.get(key)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise self._protocol(f"page {page_number} has no usable meta.{key}")
+            numbers[key] = int(value)
+        if numbers["page_number"] != page_number:
+            raise self._protocol(f"asked for page {page_number}, got page {numbers['page_number']}")
+        return data, numbers
+
+    # -- records -------------------------------------------------------------------------------
+    def _record(self, item: dict[str, Any]) -> SourceRecord:
+        raw_number = item.get("phone_number")
+        number = raw_number if isinstance(raw_number, str) else ""
+        connection_id = item.get("connection_id")
+        connection = str(connection_id) if connection_id not in (None, "") else None
+        connection_name = item.get("connection_name")
+        if connection is None:
+            routing = "no connection"
+        elif connection_name:
+            routing = f"connection {connection} ({connection_name})"
+        else:
+            routing = f"connection {connection}"
+        allowed = self._cfg.routes_to_vapi
+        labels: dict[str, str] = {}
+        tags = item.get("tags")
+        if isinstance(tags, list) and tags:
+            labels["tags"] = ",".join(str(t) for t in tags)
+        for key, label in (("country_iso_alpha2", "country"), ("customer_reference", "customer_reference")):
+            if item.get(key):
+                labels[label] = str(item[key])
+        status = item.get("status")
+        return SourceRecord(
+            number=number,
+            e164=to_e164(number),
+            carrier_id=str(item.get("id") or ""),
+            status=str(status) if status is not None else None,
+            labels=labels,
+            routing=routing,
+            routed_elsewhere=bool(allowed) and connection is not None and connection not in allowed,
+        )
+
+    # -- errors and metrics ---------------------------------------------------------------------
+    def _protocol(self, what: str) -> ProtocolError:
+        return ProtocolError(
+            f"Telnyx answered something unreadable for source {self.name}: {what}",
+            api=self.name, operation="list_numbers",
+        )
+
+    def _count_response(self, response: httpx.Response) -> None:
+        self._report(str(response.status_code))
+
+    def _report(self, status: str) -> None:
+        if self._on_request is None:
+            return
+        try:
+            self._on_request(KIND, status)
+        except Exception:  # a metrics bug must not turn into a failed (and retried) request
+            log.exception("on_request callback failed")
+
+    @contextlib.contextmanager
+    def _translate(self, operation: str) -> Iterator[None]:
+        """The one place where Telnyx SDK exceptions become numsync errors (messages carry no secret)."""
+        try:
+            yield
+        except AdapterError:
+            raise
+        except telnyx.APIStatusError as exc:
+            raise self._status_error(exc, operation) from exc
+        except telnyx.APIConnectionError as exc:  # includes APITimeoutError; no HTTP answer came back
+            self._report("error")
+            if _cert_rejected(exc):
+                raise PermanentError(
+                    f"Telnyx's TLS certificate is not trusted for source {self.name} (see ca_bundle)",
+                    api=self.name, operation=operation,
+                ) from exc
+            what = "timed out" if isinstance(exc, telnyx.APITimeoutError) else "could not be reached"
+            raise TransientError(
+                f"Telnyx {what} for source {self.name}", api=self.name, operation=operation
+            ) from exc
+        except telnyx.APIResponseValidationError as exc:
+            raise ProtocolError(
+                f"Telnyx answered something unreadable for source {self.name}",
+                api=self.name, operation=operation, status=exc.status_code,
+            ) from exc
+        except telnyx.TelnyxError as exc:  # any other SDK failure (webhook/websocket/stream misuse)
+            raise PermanentError(
+                f"the Telnyx client failed for source {self.name}: {type(exc).__name__}",
+                api=self.name, operation=operation,
+            ) from exc
+        except ValueError as exc:  # JSON or model parsing inside the SDK
+            raise ProtocolError(
+                f"Telnyx answered something unreadable for source {self.name}",
+                api=self.name, operation=operation,
+            ) from exc
+
+    def _status_error(self, exc: telnyx.APIStatusError, operation: str) -> AdapterError:
+        status = exc.status_code
+        detail = _error_detail(exc.body)
+        kw: dict[str, Any] = {"api": self.name, "operation": operation, "status": status}
+        if status in (401, 403):
+            return AuthError(f"Telnyx rejected the credentials for source {self.name}", **kw)
+        if status == 404:
+            return NotFoundError(f"Telnyx answered 404 for source {self.name}{detail}", **kw)
+        if status in _TRANSIENT_STATUSES or status >= 500:
+            return TransientError(
+                f"Telnyx answered {status} for source {self.name}{detail}",
+                retry_after=_retry_after(exc.response.headers), **kw,
+            )
+        return PermanentError(f"Telnyx answered {status} for source {self.name}{detail}", **kw)
+
+
+def _error_detail(body: object) -> str:
+    """': <title>: <detail>' from Telnyx's error envelope, when it has one (never request data)."""
+    if isinstance(body, dict):
+        errors = body.get("errors")
+        if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+            first = errors[0]
+            parts = [str(first[k]) for k in ("title", "detail") if first.get(k)]
+            if parts:
+                return ": " + ": ".join(parts)[:200]
+    return ""
+
+
+def build(cfg: TelnyxSourceConfig, *, on_request: OnRequest | None = None) -> TelnyxSource:
+    """The registry's factory for ``kind: telnyx``."""
+    return TelnyxSource(cfg, on_request=on_request)
