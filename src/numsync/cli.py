@@ -83,10 +83,10 @@ def guarded(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _setup(verbose: bool, log_format: str | None) -> None:
+def _setup(verbose: bool, log_format: str | None, *, quiet: bool = False) -> None:
     from numsync.logs import configure_logging
 
-    configure_logging(fmt=log_format, verbose=verbose)  # type: ignore[arg-type]
+    configure_logging(fmt=log_format, verbose=verbose, quiet=quiet)  # type: ignore[arg-type]
 
 
 def _load(config_path: Path | None) -> Any:
@@ -233,7 +233,7 @@ def demo(directory: Path, verbose: bool, log_format: str | None) -> None:
     """Sandbox + plan + reconcile + reports, end to end, with nothing but the package installed."""
     from numsync.sandbox.demo import run_demo
 
-    _setup(verbose, log_format or "console")
+    _setup(verbose, log_format or "console", quiet=not verbose)
     sys.exit(run_demo(directory))
 
 

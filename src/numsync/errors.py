@@ -49,7 +49,7 @@ class DatabaseError(NumsyncError):
     """The database cannot be used (unreachable, or at another migration than the code)."""
 
 
-class LockHeld(NumsyncError):  # noqa: N818 - the name reads as the condition it reports
+class LockHeld(NumsyncError):
     """Another run holds the per-run lock; callers exit with EX_TEMPFAIL (75)."""
 
 

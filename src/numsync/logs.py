@@ -56,8 +56,10 @@ def redact_event(_logger: WrappedLogger, _method: str, event_dict: EventDict) ->
 
 
 def configure_logging(
-    *, fmt: Literal["json", "console"] | None = None, verbose: bool = False, stream: Any = None
+    *, fmt: Literal["json", "console"] | None = None, verbose: bool = False, stream: Any = None,
+    quiet: bool = False,
 ) -> None:
+    """Configure structlog and the standard library once; ``quiet`` keeps only warnings (the demo)."""
     stream = stream or sys.stderr
     if fmt is None:
         fmt = "console" if getattr(stream, "isatty", lambda: False)() else "json"
@@ -100,7 +102,7 @@ def configure_logging(
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    root.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
     for name, level in QUIET.items():
         logging.getLogger(name).setLevel(level)  # -v is for numsync's own events; libraries stay quiet
     logging.captureWarnings(True)

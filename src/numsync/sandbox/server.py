@@ -12,6 +12,7 @@ They can be set from Python (``emulator.faults.add(...)``) or over HTTP
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import re
@@ -248,15 +249,11 @@ class _Handler(BaseHTTPRequestHandler):
         )
 
     def _reset(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        except OSError:
-            pass
         self.close_connection = True
-        try:
+        with contextlib.suppress(OSError):
             self.connection.close()
-        except OSError:
-            pass
 
     def _send(self, resp: Response) -> None:
         self.send_response(resp.status)
@@ -384,8 +381,8 @@ class EmulatorServer:
     ) -> None:
         self.emulator = emulator
         self._server = _Server((host, port), emulator, ssl_context)
-        self._thread = threading.Thread(target=functools.partial(self._server.serve_forever, poll_interval=0.05), name=f"sandbox-{emulator.name}",
-                                        daemon=True)
+        serve = functools.partial(self._server.serve_forever, poll_interval=0.05)
+        self._thread = threading.Thread(target=serve, name=f"sandbox-{emulator.name}", daemon=True)
         self.scheme = "https" if ssl_context else "http"
 
     @property

@@ -1,0 +1,526 @@
+"""Vonage source: the numbers one Vonage account owns, read with the official SDK (vonage 4.x).
+
+The only module that imports the Vonage SDK. Why it is shaped the way it is:
+
+- The SDK hard-codes ``https://`` + ``rest_host``; ``cfg.base_url`` (https only, config enforces
+  it) becomes ``rest_host``/``api_host`` through ``HttpClientOptions``, the SDK's own option.
+- Hidden retries are switched off so our own policy (below) is the only one: ``max_retries=0``
+  disables the urllib3 ``Retry`` the SDK mounts, and ``pool_maxsize=1`` caps the separate loop in
+  ``HttpClient.make_request`` that re-sends a request up to ``pool_maxsize`` times after a
+  ``RemoteDisconnected``. One client per worker thread needs one connection anyway.
+- ``cfg.ca_bundle`` ADDS a CA. requests lets ``REQUESTS_CA_BUNDLE`` (set machine-wide on many
+  hosts) override a session's ``verify`` whenever ``trust_env`` is on, and the SDK offers no
+  ``verify`` option and no public session. So the SDK's session (``HttpClient._session``, its
+  only handle) gets, through requests' public ``Session.mount``, an ``HTTPAdapter`` that pins
+  ``verify`` to a combined bundle (the file ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` names, or
+  certifi's, plus the extra CA) written to a temp file. No process-wide environment is touched
+  and proxies from the environment still apply. ``_session_of`` is the one place that reaches in.
+- ``HttpClientOptions.timeout`` is an int: ``cfg.timeout`` is rounded up to whole seconds.
+- The SDK's paging trusts ``count`` blindly and hides a missing ``numbers`` key as "count 0", so
+  the page indices are computed here from the first page's count and every page is checked
+  against it (its length, the count it reports, numbers seen before): a server that disagrees
+  ends in ``ProtocolError`` instead of silent misses, duplicates or an endless loop. After the
+  first page the rest are fetched by a small thread pool, one SDK client per thread (the SDK
+  mutates a shared headers dict per request), and yielded in page order with a bounded look-ahead.
+- The SDK logs the ``Authorization`` header at DEBUG and every error body at WARNING on the
+  ``vonage`` logger; a filter on that logger masks credentials before any handler sees them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import logging
+import math
+import os
+import queue
+import random
+import re
+import tempfile
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import certifi
+import pydantic
+import requests
+import requests.exceptions as rex
+import vonage_http_client.errors as vhe
+import vonage_numbers.errors as vne
+import vonage_utils.errors as vue
+from requests.adapters import HTTPAdapter
+from urllib3 import Retry
+from vonage import Auth, HttpClientOptions, Vonage
+from vonage_numbers import ListOwnedNumbersFilter
+
+from numsync.adapters.base import SourceRecord, VapiOwner, to_e164
+from numsync.config import VonageSourceConfig
+from numsync.errors import (
+    AdapterError,
+    AuthError,
+    ConfigError,
+    NotFoundError,
+    PermanentError,
+    ProtocolError,
+    TransientError,
+)
+
+__all__ = ["EXCEPTION_MAP", "VonageSource", "build", "translate_exception"]
+
+OnRequest = Callable[[str, str], None]
+DEFAULT_REST_HOST = "rest.nexmo.com"
+DEFAULT_API_HOST = "api.nexmo.com"
+MAX_PAGE_SIZE = 100
+
+# Every exception the SDK call path can raise, by exact class, and what it means to us. Exact
+# classes (not a catch-all base) so that a test can walk the SDK's error modules and fail when an
+# upgrade adds a class nobody has decided about.
+EXCEPTION_MAP: dict[type[BaseException], str] = {
+    **dict.fromkeys((vhe.AuthenticationError, vhe.ForbiddenError), "auth"),
+    vhe.NotFoundError: "not_found",
+    # 429, 500 and the base class (3xx, 400, 502, 503 ...): decided by the status code
+    **dict.fromkeys((vhe.RateLimitedError, vhe.ServerError, vhe.HttpRequestError, rex.HTTPError), "status"),
+    **dict.fromkeys((
+        vhe.InvalidHttpClientOptionsError, vhe.InvalidAuthError, vhe.JWTGenerationError, vhe.FileStreamingError,
+        vne.NumbersError, vue.VonageError, vue.InvalidPhoneNumberError, vue.InvalidPhoneNumberTypeError,
+    ), "permanent"),
+    # requests' exceptions reach us untouched through the SDK
+    **dict.fromkeys((
+        rex.RequestException, rex.ConnectionError, rex.ProxyError, rex.Timeout, rex.ConnectTimeout,
+        rex.ReadTimeout, rex.ChunkedEncodingError, rex.RetryError,
+    ), "transient"),
+    rex.SSLError: "tls",  # permanent when the certificate is not trusted, else transient
+    **dict.fromkeys((
+        rex.ContentDecodingError, rex.InvalidJSONError, rex.JSONDecodeError, rex.TooManyRedirects,
+    ), "protocol"),
+    **dict.fromkeys((
+        rex.URLRequired, rex.MissingSchema, rex.InvalidSchema, rex.InvalidURL, rex.InvalidHeader,
+        rex.InvalidProxyURL, rex.StreamConsumedError, rex.UnrewindableBodyError,
+    ), "permanent"),
+    # the SDK reads bodies with pydantic and plain indexing: an unexpected shape raises these
+    **dict.fromkeys((pydantic.ValidationError, TypeError, KeyError, AttributeError, ValueError), "protocol"),
+}
+
+_TRANSIENT_STATUS = {408, 425, 429}
+
+
+def _category(exc: BaseException) -> str | None:
+    for cls in type(exc).__mro__:
+        if cls in EXCEPTION_MAP:
+            return EXCEPTION_MAP[cls]
+    return None
+
+
+def _response_of(exc: BaseException) -> requests.Response | None:
+    resp = getattr(exc, "response", None)
+    return resp if isinstance(resp, requests.Response) else None
+
+
+def _retry_after(resp: requests.Response | None, cap: float) -> float | None:
+    value = resp.headers.get("Retry-After") if resp is not None else None
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            moment = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = moment.timestamp() - time.time()
+    return max(0.0, min(seconds, cap))
+
+
+def _title(resp: requests.Response) -> str | None:
+    """The problem-details title (or detail) Vonage put in an error body, if it is readable JSON."""
+    try:
+        body = resp.json()
+    except ValueError:
+        return None
+    if not isinstance(body, dict):
+        return None
+    text = body.get("title") or body.get("detail") or body.get("error_title")
+    return str(text)[:200] if text else None
+
+
+def _is_cert_failure(exc: BaseException) -> bool:
+    seen: set[int] = set()
+    todo: list[Any] = [exc]
+    while todo:
+        item = todo.pop()
+        if id(item) in seen or not isinstance(item, BaseException):
+            continue
+        seen.add(id(item))
+        if "CERTIFICATE_VERIFY_FAILED" in str(item) or type(item).__name__ == "SSLCertVerificationError":
+            return True
+        todo.extend([item.__cause__, item.__context__, *item.args, getattr(item, "reason", None)])
+    return False
+
+
+def translate_exception(
+    exc: BaseException, *, source: str, operation: str, max_retry_after: float = 60.0
+) -> AdapterError:
+    """The numsync error an SDK/requests exception means. Messages carry no secrets: they are built
+    from the status code, the API's own title and exception class names, never from the request."""
+    kw: dict[str, Any] = {"api": source, "operation": operation}
+    category = _category(exc)
+    resp = _response_of(exc)
+    status = resp.status_code if resp is not None else None
+    if category == "status":
+        category = _status_category(status)
+    if category == "auth":
+        return AuthError(f"Vonage rejected the credentials for source {source}", status=status, **kw)
+    if category == "tls":
+        if _is_cert_failure(exc):
+            return PermanentError(
+                f"TLS certificate of the Vonage API not trusted for source {source} (set ca_bundle?)", **kw
+            )
+        category = "transient"
+    title = _title(resp) if resp is not None else None
+    answered = f"Vonage answered {status}{f' ({title})' if title else ''} to {operation} for source {source}"
+    name = type(exc).__name__
+    if category == "not_found":
+        return NotFoundError(answered, status=status, **kw)
+    if category == "transient_status":
+        return TransientError(answered, status=status, retry_after=_retry_after(resp, max_retry_after), **kw)
+    if category == "permanent_status":
+        return PermanentError(answered, status=status, **kw)
+    if category == "transient":
+        return TransientError(f"Vonage could not be reached for {operation} of source {source}: {name}", **kw)
+    if category == "protocol":
+        return ProtocolError(
+            f"Vonage sent an answer that cannot be read to {operation} for source {source} ({name})",
+            status=status, **kw,
+        )
+    # "permanent", or a class missing from EXCEPTION_MAP (the completeness test prevents that)
+    return PermanentError(f"the Vonage SDK failed {operation} for source {source}: {name}", status=status, **kw)
+
+
+def _status_category(status: int | None) -> str:
+    if status in (401, 403):
+        return "auth"
+    if status == 404:
+        return "not_found"
+    if status is not None and (status >= 500 or status in _TRANSIENT_STATUS):
+        return "transient_status"
+    if status is not None and 300 <= status < 400:
+        return "protocol"
+    return "permanent_status"
+
+
+# -- TLS: adding a CA without touching the environment -----------------------------------------
+def _base_bundle() -> Path:
+    for var in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        value = os.environ.get(var)
+        if value and Path(value).is_file():
+            return Path(value)
+    return Path(certifi.where())
+
+
+def _combined_bundle(extra: Path, source: str) -> Path:
+    try:
+        extra_pem = extra.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"ca_bundle {extra} of source {source} cannot be read ({exc.strerror})") from None
+    if b"-----BEGIN CERTIFICATE-----" not in extra_pem:
+        raise ConfigError(f"ca_bundle {extra} of source {source} holds no PEM certificate")
+    fd, name = tempfile.mkstemp(prefix=f"numsync-{source}-", suffix=".pem")
+    with os.fdopen(fd, "wb") as out:
+        out.write(_base_bundle().read_bytes().rstrip(b"\n") + b"\n" + extra_pem)
+    return Path(name)
+
+
+class _PinnedVerifyAdapter(HTTPAdapter):
+    """Sends with ``verify`` pinned to our bundle: requests would otherwise let REQUESTS_CA_BUNDLE
+    from the environment replace the session's ``verify`` on every request."""
+
+    def __init__(self, bundle: Path) -> None:
+        super().__init__(pool_connections=1, pool_maxsize=1, max_retries=Retry(total=0))
+        self._bundle = str(bundle)
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        kwargs["verify"] = self._bundle
+        return super().send(request, **kwargs)
+
+
+def _unlink(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink()
+
+
+def _session_of(client: Vonage) -> requests.Session:
+    session = getattr(client.http_client, "_session", None)
+    if not isinstance(session, requests.Session):
+        raise RuntimeError("this vonage-http-client version has no requests session to configure")
+    return session
+
+
+class _RedactCredentials(logging.Filter):
+    """Masks Authorization headers and api_secret values in the SDK's own log lines."""
+
+    _PATTERNS = (
+        (re.compile(r"('Authorization':\s*')[^']*'"), r"\1[redacted]'"),  # the SDK's headers dict
+        (re.compile(r"(Authorization:\s*)(?:(?:Basic|Bearer)\s+)?\S+", re.I), r"\1[redacted]"),
+        (re.compile(r"(api_secret['\"]?\s*[:=]\s*['\"]?)[^'\"&,\s}]+"), r"\1[redacted]"),
+    )
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = masked = record.getMessage()
+        for pattern, replacement in self._PATTERNS:
+            masked = pattern.sub(replacement, masked)
+        if masked != text:
+            record.msg, record.args = masked, None
+        return True
+
+
+def _install_log_filter() -> None:
+    sdk_logger = logging.getLogger("vonage")
+    if not any(isinstance(f, _RedactCredentials) for f in sdk_logger.filters):
+        sdk_logger.addFilter(_RedactCredentials())
+
+
+# -- the source ---------------------------------------------------------------------------------
+class VonageSource:
+    """One Vonage account as a numsync ``Source``. Thread-safe for one listing at a time."""
+
+    kind = "vonage"
+
+    def __init__(
+        self,
+        cfg: VonageSourceConfig,
+        *,
+        on_request: OnRequest | None = None,
+        page_size: int = MAX_PAGE_SIZE,
+        concurrency: int = 4,
+        max_attempts: int = 4,
+        backoff_base: float = 0.5,
+        max_retry_after: float = 60.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE}")
+        if concurrency < 1 or max_attempts < 1:
+            raise ValueError("concurrency and max_attempts must be at least 1")
+        self.name = cfg.name
+        self._cfg = cfg
+        self._on_request = on_request
+        self._page_size = page_size
+        self._concurrency = concurrency
+        self._max_attempts = max_attempts
+        self._backoff_base = backoff_base
+        self._max_retry_after = max_retry_after
+        self._sleep = sleep
+        host = DEFAULT_REST_HOST
+        api_host = DEFAULT_API_HOST
+        if cfg.base_url:
+            parts = urlsplit(cfg.base_url)
+            host = api_host = parts.netloc + parts.path.rstrip("/")
+        self._options = HttpClientOptions(
+            rest_host=host,
+            api_host=api_host,
+            timeout=max(1, math.ceil(cfg.timeout)),
+            max_retries=0,
+            pool_connections=1,
+            pool_maxsize=1,
+        )
+        self._bundle = _combined_bundle(cfg.ca_bundle, cfg.name) if cfg.ca_bundle else None
+        # the temp bundle lives as long as the source (a closed source may list again), and goes
+        # when it is collected or at exit
+        self._drop_bundle = weakref.finalize(self, _unlink, self._bundle) if self._bundle else None
+        self._idle: queue.SimpleQueue[Vonage] = queue.SimpleQueue()
+        self._clients: list[Vonage] = []
+        self._lock = threading.Lock()
+        _install_log_filter()
+
+    # -- Source protocol --------------------------------------------------------------------
+    def owner(self) -> VapiOwner:
+        return VapiOwner("vonage", "credentialId", self._cfg.vapi_credential_id)
+
+    def import_body(self, e164: str) -> dict[str, Any]:
+        number = e164 if e164.startswith("+") else "+" + e164
+        return {"provider": "vonage", "number": number, "credentialId": self._cfg.vapi_credential_id}
+
+    def list_numbers(self) -> Iterator[SourceRecord]:
+        """Page 1 alone (it tells the count), then the rest concurrently, yielded in page order."""
+        seen: set[str] = set()
+        numbers, count = self._fetch_page(1)
+        yield from self._checked(1, numbers, count, count, seen)
+        pages = math.ceil(count / self._page_size)
+        if pages <= 1:
+            return
+        pool = ThreadPoolExecutor(max_workers=min(self._concurrency, pages - 1),
+                                  thread_name_prefix=f"numsync-{self.name}")
+        pending: deque[tuple[int, Future[tuple[list[Any], int]]]] = deque()
+        next_index = 2
+        try:
+            while pending or next_index <= pages:
+                while next_index <= pages and len(pending) < 2 * self._concurrency:
+                    pending.append((next_index, pool.submit(self._fetch_page, next_index)))
+                    next_index += 1
+                index, future = pending.popleft()
+                page_numbers, page_count = future.result()
+                yield from self._checked(index, page_numbers, page_count, count, seen)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def close(self) -> None:
+        """Release connections; the source stays usable (a later listing opens new ones)."""
+        with self._lock:
+            clients, self._clients = self._clients, []
+        with contextlib.suppress(queue.Empty):
+            while True:  # a later listing builds fresh clients instead of reusing closed ones
+                self._idle.get_nowait()
+        for client in clients:
+            with contextlib.suppress(RuntimeError):
+                _session_of(client).close()
+
+    # -- paging --------------------------------------------------------------------------------
+    def _checked(
+        self, index: int, numbers: list[Any], page_count: int, count: int, seen: set[str]
+    ) -> Iterator[SourceRecord]:
+        expected = max(0, min(self._page_size, count - (index - 1) * self._page_size))
+        operation = f"list numbers page {index}"
+        if len(numbers) != expected:
+            raise ProtocolError(
+                f"Vonage page {index} of source {self.name} held {len(numbers)} numbers where its count "
+                f"of {count} promised {expected}",
+                api=self.name, operation=operation,
+            )
+        if page_count != count:
+            raise ProtocolError(
+                f"Vonage's count for source {self.name} changed from {count} to {page_count} while listing",
+                api=self.name, operation=operation,
+            )
+        records = [self._record(n) for n in numbers]
+        for rec in records:
+            if rec.carrier_id in seen:
+                raise ProtocolError(
+                    f"Vonage page {index} of source {self.name} repeated {rec.carrier_id}: paging is broken",
+                    api=self.name, operation=operation,
+                )
+            seen.add(rec.carrier_id)
+        yield from records
+
+    def _fetch_page(self, index: int) -> tuple[list[Any], int]:
+        """One page with our retry policy; a retry asks for the same page again."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return self._request_page(index)
+            except TransientError as err:
+                if attempt >= self._max_attempts:
+                    raise
+                self._sleep(self._delay(attempt, err.retry_after))
+
+    def _delay(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, self._max_retry_after)
+        return min(self._backoff_base * 2 ** (attempt - 1), 30.0) * random.uniform(0.5, 1.0)
+
+    def _request_page(self, index: int) -> tuple[list[Any], int]:
+        request = ListOwnedNumbersFilter(size=self._page_size, index=index)
+        client = self._checkout()
+        try:
+            with self._boundary(f"list numbers page {index}", client):
+                numbers, count, _next = client.numbers.list_owned_numbers(request)
+                if not numbers:
+                    count = self._raw_count(client, count)
+                if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+                    raise TypeError("count is not a non-negative integer")
+            return numbers, count
+        finally:
+            self._idle.put(client)
+
+    @staticmethod
+    def _raw_count(client: Vonage, sdk_count: int) -> Any:
+        """The SDK reports "count 0" for any body without ``numbers``; a body that still claims a
+        count (a page past the data, an inventory that vanished) must not read as an empty one."""
+        resp = client.http_client.last_response
+        if resp is None:
+            return sdk_count
+        body = resp.json()  # inside the boundary: unreadable JSON becomes a ProtocolError
+        return body.get("count", sdk_count) if isinstance(body, dict) else sdk_count
+
+    @contextlib.contextmanager
+    def _boundary(self, operation: str, client: Vonage) -> Iterator[None]:
+        """THE translation boundary: every SDK call runs inside it; it also reports the request."""
+        try:
+            yield
+        except AdapterError:
+            raise
+        except Exception as exc:
+            resp = _response_of(exc)
+            if resp is None and EXCEPTION_MAP.get(type(exc)) == "protocol":
+                resp = client.http_client.last_response  # a 2xx whose body the SDK could not read
+            self._report(str(resp.status_code) if resp is not None else "error")
+            raise translate_exception(
+                exc, source=self.name, operation=operation, max_retry_after=self._max_retry_after
+            ) from exc
+        else:
+            resp = client.http_client.last_response
+            self._report(str(resp.status_code) if resp is not None else "200")
+
+    def _report(self, status: str) -> None:
+        if self._on_request is not None:
+            self._on_request(self.kind, status)
+
+    def _checkout(self) -> Vonage:
+        try:
+            return self._idle.get_nowait()
+        except queue.Empty:
+            pass
+        cfg = self._cfg
+        auth = Auth(api_key=cfg.api_key.get_secret_value(), api_secret=cfg.api_secret.get_secret_value())
+        client = Vonage(auth, self._options)
+        if self._bundle is not None:
+            try:
+                session = _session_of(client)
+            except RuntimeError:
+                raise PermanentError(
+                    f"ca_bundle of source {self.name} cannot be applied to this Vonage SDK version",
+                    api=self.name, operation="configure TLS",
+                ) from None
+            session.verify = str(self._bundle)
+            session.mount("https://", _PinnedVerifyAdapter(self._bundle))
+        with self._lock:
+            self._clients.append(client)
+        return client
+
+    # -- normalisation ---------------------------------------------------------------------------
+    def _record(self, num: Any) -> SourceRecord:
+        msisdn = str(num.msisdn or "")
+        voice_type = (num.voice_callback_type or "").strip() or None
+        voice_value = (num.voice_callback_value or "").strip() or None
+        app = num.app_id or (voice_value if voice_type == "app" else None)
+        routes = self._cfg.routes_to_vapi
+        parts: list[str] = []
+        if voice_type and voice_type != "app":
+            parts.append(f"{voice_type} {voice_value or ''}".strip())
+        if app:
+            parts.append(f"app {app}")
+        elsewhere = bool(routes) and (
+            (voice_type is not None and voice_type != "app") or (app is not None and app not in routes)
+        )
+        labels = {k: v for k, v in (("country", num.country), ("type", num.type)) if v}
+        return SourceRecord(
+            number=msisdn,
+            e164=to_e164(msisdn, assume_plus=True),
+            carrier_id=msisdn,
+            status=None,
+            labels=labels,
+            routing=", ".join(parts) or None,
+            routed_elsewhere=elsewhere,
+        )
+
+
+def build(cfg: VonageSourceConfig, *, on_request: OnRequest | None = None) -> VonageSource:
+    """The registry's factory for ``kind: vonage``."""
+    return VonageSource(cfg, on_request=on_request)
+
