@@ -22,11 +22,11 @@ from .twilio import TwilioEmulator
 from .vapi import VapiEmulator
 from .vonage import VonageEmulator, make_tls
 
-__all__ = ["DEMO", "Sandbox", "run_demo", "run_sandbox_forever", "seed_demo", "start_sandbox"]
+__all__ = ["DEMO", "Credentials", "Sandbox", "run_demo", "run_sandbox_forever", "seed_demo", "start_sandbox"]
 
 
 @dataclass(frozen=True)
-class _DemoCredentials:
+class Credentials:
     """Sandbox-only credentials. They open nothing but the emulations on this machine."""
 
     vapi_key: str = "sandbox-vapi-key"
@@ -45,7 +45,7 @@ class _DemoCredentials:
     assistant: str = "asst-demo-receptionist"
 
 
-DEMO = _DemoCredentials()
+DEMO = Credentials()
 
 
 @dataclass
@@ -58,6 +58,7 @@ class Sandbox:
     workdir: Path
     ca_file: Path
     trunk_csv: Path
+    creds: Credentials = DEMO
     _tmp: tempfile.TemporaryDirectory[str] | None = field(default=None, repr=False)
 
     def url(self, name: str) -> str:
@@ -66,10 +67,11 @@ class Sandbox:
     def config_text(self, *, database_url: str = "sqlite:///numsync.db", reports_dir: str = "./reports",
                     with_broken_source: bool = True) -> str:
         """A complete numsync.yaml for this sandbox (sandbox credentials only)."""
+        c = self.creds
         broken = f"""
   - name: twilio-legacy              # wrong credentials on purpose: shows a failed source
     kind: twilio
-    account_sid: {DEMO.twilio_legacy_sid}
+    account_sid: {c.twilio_legacy_sid}
     auth_token: not-the-right-token
     base_url: {self.url('twilio')}
     timeout: 5
@@ -77,42 +79,42 @@ class Sandbox:
         return f"""# numsync config for the sandbox (`numsync sandbox`); every credential here is a sandbox one.
 database_url: {database_url}
 vapi:
-  api_key: {DEMO.vapi_key}
+  api_key: {c.vapi_key}
   base_url: {self.url('vapi')}
 sources:
   - name: twilio-main
     kind: twilio
-    account_sid: {DEMO.twilio_sid}
-    auth_token: {DEMO.twilio_token}
+    account_sid: {c.twilio_sid}
+    auth_token: {c.twilio_token}
     base_url: {self.url('twilio')}
     timeout: 5
     import:
-      assistant_id: {DEMO.assistant}
+      assistant_id: {c.assistant}
   - name: telnyx-main
     kind: telnyx
-    api_key: {DEMO.telnyx_key}
-    vapi_credential_id: {DEMO.telnyx_credential}
+    api_key: {c.telnyx_key}
+    vapi_credential_id: {c.telnyx_credential}
     base_url: {self.url('telnyx')}
-    routes_to_vapi: ["{DEMO.telnyx_connection}"]
+    routes_to_vapi: ["{c.telnyx_connection}"]
     timeout: 5
     import:
-      assistant_id: {DEMO.assistant}
+      assistant_id: {c.assistant}
   - name: vonage-main
     kind: vonage
-    api_key: {DEMO.vonage_key}
-    api_secret: {DEMO.vonage_secret}
-    vapi_credential_id: {DEMO.vonage_credential}
+    api_key: {c.vonage_key}
+    api_secret: {c.vonage_secret}
+    vapi_credential_id: {c.vonage_credential}
     base_url: {self.url('vonage')}
     ca_bundle: {self.ca_file}
     timeout: 5
     import:
-      assistant_id: {DEMO.assistant}
+      assistant_id: {c.assistant}
   - name: trunk-demo
     kind: byo
     numbers_file: {self.trunk_csv}
-    vapi_credential_id: {DEMO.trunk_credential}
+    vapi_credential_id: {c.trunk_credential}
     import:
-      assistant_id: {DEMO.assistant}
+      assistant_id: {c.assistant}
       exclude: ["+1415555019*"]
 {broken}policy:
   max_imports_per_run: 100
@@ -130,7 +132,7 @@ reports:
 
 
 def start_sandbox(*, workdir: Path | None = None, port: int = 0, host: str = "127.0.0.1", seed: bool = True,
-                  latency: float = 0.0) -> Sandbox:
+                  latency: float = 0.0, creds: Credentials = DEMO) -> Sandbox:
     """Start the four emulations (Vapi on ``port``, then Twilio, Telnyx and Vonage on the next ports)."""
     tmp = None
     if workdir is None:
@@ -138,11 +140,11 @@ def start_sandbox(*, workdir: Path | None = None, port: int = 0, host: str = "12
         workdir = Path(tmp.name)
     workdir.mkdir(parents=True, exist_ok=True)
     ssl_ctx, ca_file = make_tls(workdir)
-    vapi = VapiEmulator(api_key=DEMO.vapi_key)
-    twilio = TwilioEmulator(accounts={DEMO.twilio_sid: DEMO.twilio_token,
-                                      DEMO.twilio_legacy_sid: "the-real-legacy-token"})
-    telnyx = TelnyxEmulator(api_key=DEMO.telnyx_key)
-    vonage = VonageEmulator(api_key=DEMO.vonage_key, api_secret=DEMO.vonage_secret)
+    vapi = VapiEmulator(api_key=creds.vapi_key)
+    twilio = TwilioEmulator(accounts={creds.twilio_sid: creds.twilio_token,
+                                      creds.twilio_legacy_sid: "the-real-legacy-token"})
+    telnyx = TelnyxEmulator(api_key=creds.telnyx_key)
+    vonage = VonageEmulator(api_key=creds.vonage_key, api_secret=creds.vonage_secret)
     emulators: list[tuple[str, Any, Any]] = [("vapi", vapi, None), ("twilio", twilio, None),
                                               ("telnyx", telnyx, None), ("vonage", vonage, ssl_ctx)]
     servers: dict[str, EmulatorServer] = {}
@@ -154,7 +156,7 @@ def start_sandbox(*, workdir: Path | None = None, port: int = 0, host: str = "12
         for server in servers.values():
             server.stop()
         raise
-    sandbox = Sandbox(vapi, twilio, telnyx, vonage, servers, workdir, ca_file, workdir / "trunk-demo.csv", tmp)
+    sandbox = Sandbox(vapi, twilio, telnyx, vonage, servers, workdir, ca_file, workdir / "trunk-demo.csv", creds, tmp)
     if seed:
         seed_demo(sandbox)
     else:
@@ -165,8 +167,9 @@ def start_sandbox(*, workdir: Path | None = None, port: int = 0, host: str = "12
 def seed_demo(sb: Sandbox, now: datetime | None = None) -> None:
     """A few dozen numbers over all four source kinds that between them show every finding kind."""
     now = now or datetime.now(UTC)
+    c = sb.creds
     vapi_url = "https://api.vapi.ai/twilio/inbound_call"
-    a = DEMO.assistant
+    a = c.assistant
 
     def vapi_add(provider: str, **fields: Any) -> None:
         sb.vapi.add(provider, **fields)
@@ -174,54 +177,54 @@ def seed_demo(sb: Sandbox, now: datetime | None = None) -> None:
     # Twilio: six healthy, three missing, two routed elsewhere, one orphaned, one blocked, one unrouted.
     for i in range(6):
         n = f"+1415555{1000 + i}"
-        sb.twilio.add_number(DEMO.twilio_sid, n, friendly_name=f"sales {i}", voice_url=vapi_url)
-        vapi_add("twilio", number=n, twilioAccountSid=DEMO.twilio_sid, twilioAuthToken=DEMO.twilio_token,
+        sb.twilio.add_number(c.twilio_sid, n, friendly_name=f"sales {i}", voice_url=vapi_url)
+        vapi_add("twilio", number=n, twilioAccountSid=c.twilio_sid, twilioAuthToken=c.twilio_token,
                  name=f"sales {i}", assistantId=a)
     for i in range(3):
-        sb.twilio.add_number(DEMO.twilio_sid, f"+1415555{1100 + i}", friendly_name=f"support {i}")
-    sb.twilio.add_number(DEMO.twilio_sid, "+14155551200", friendly_name="old IVR",
+        sb.twilio.add_number(c.twilio_sid, f"+1415555{1100 + i}", friendly_name=f"support {i}")
+    sb.twilio.add_number(c.twilio_sid, "+14155551200", friendly_name="old IVR",
                          voice_url="https://ivr.example.com/answer")
-    sb.twilio.add_number(DEMO.twilio_sid, "+14155551201", friendly_name="SIP trunk line",
+    sb.twilio.add_number(c.twilio_sid, "+14155551201", friendly_name="SIP trunk line",
                          trunk_sid="TK" + "0" * 32)
-    vapi_add("twilio", number="+14155551300", twilioAccountSid=DEMO.twilio_sid, name="released last month",
+    vapi_add("twilio", number="+14155551300", twilioAccountSid=c.twilio_sid, name="released last month",
              assistantId=a)
-    sb.twilio.add_number(DEMO.twilio_sid, "+14155551301", voice_url=vapi_url)
-    vapi_add("twilio", number="+14155551301", twilioAccountSid=DEMO.twilio_sid, status="blocked", assistantId=a)
-    sb.twilio.add_number(DEMO.twilio_sid, "+14155551302", voice_url=vapi_url)
-    vapi_add("twilio", number="+14155551302", twilioAccountSid=DEMO.twilio_sid, name="nobody answers")
+    sb.twilio.add_number(c.twilio_sid, "+14155551301", voice_url=vapi_url)
+    vapi_add("twilio", number="+14155551301", twilioAccountSid=c.twilio_sid, status="blocked", assistantId=a)
+    sb.twilio.add_number(c.twilio_sid, "+14155551302", voice_url=vapi_url)
+    vapi_add("twilio", number="+14155551302", twilioAccountSid=c.twilio_sid, name="nobody answers")
     # A Twilio account no source covers: unmanaged.
-    vapi_add("twilio", number="+12125550100", twilioAccountSid=DEMO.twilio_other_sid, assistantId=a)
+    vapi_add("twilio", number="+12125550100", twilioAccountSid=c.twilio_other_sid, assistantId=a)
 
     # Telnyx: four healthy, one missing, one routed to another connection, one stuck activating.
     for i in range(4):
         n = f"+1970555{2000 + i}"
-        sb.telnyx.add_number(n, connection_id=DEMO.telnyx_connection, connection_name="vapi-sip", tags=["prod"])
-        vapi_add("telnyx", number=n, credentialId=DEMO.telnyx_credential, assistantId=a)
-    sb.telnyx.add_number("+19705552100", connection_id=DEMO.telnyx_connection, connection_name="vapi-sip")
+        sb.telnyx.add_number(n, connection_id=c.telnyx_connection, connection_name="vapi-sip", tags=["prod"])
+        vapi_add("telnyx", number=n, credentialId=c.telnyx_credential, assistantId=a)
+    sb.telnyx.add_number("+19705552100", connection_id=c.telnyx_connection, connection_name="vapi-sip")
     sb.telnyx.add_number("+19705552101", connection_id="1293384261075739999", connection_name="call-center")
-    sb.telnyx.add_number("+19705552200", connection_id=DEMO.telnyx_connection)
+    sb.telnyx.add_number("+19705552200", connection_id=c.telnyx_connection)
     stale = (now - timedelta(hours=3)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
-    vapi_add("telnyx", number="+19705552200", credentialId=DEMO.telnyx_credential, status="activating",
+    vapi_add("telnyx", number="+19705552200", credentialId=c.telnyx_credential, status="activating",
              updatedAt=stale, assistantId=a)
 
     # Vonage (numbers without '+'): three healthy (one stored without '+' in Vapi), one missing, one invalid.
     for i in range(3):
         msisdn = f"4477009000{10 + i}"
-        sb.vonage.add_number(msisdn, country="GB", app_id=DEMO.vonage_app)
-        vapi_add("vonage", number=msisdn if i == 0 else "+" + msisdn, credentialId=DEMO.vonage_credential,
+        sb.vonage.add_number(msisdn, country="GB", app_id=c.vonage_app)
+        vapi_add("vonage", number=msisdn if i == 0 else "+" + msisdn, credentialId=c.vonage_credential,
                  assistantId=a)
-    sb.vonage.add_number("447700900020", country="GB", app_id=DEMO.vonage_app)
+    sb.vonage.add_number("447700900020", country="GB", app_id=c.vonage_app)
     sb.vonage.add_number("12345", country="US")
 
     # SIP trunk (CSV): two healthy, one missing, one excluded by the import filter, one invalid,
     # one that Vapi holds under the Telnyx credential (moved), and a duplicate in Vapi.
     rows = ["+14155550180", "+14155550181", "+14155550182", "+14155550190", "not-a-number", "+14155550183"]
     sb.trunk_csv.write_text("number,site\n" + "".join(f"{n},hq-{i}\n" for i, n in enumerate(rows)))
-    vapi_add("byo-phone-number", number="+14155550180", credentialId=DEMO.trunk_credential, assistantId=a)
-    vapi_add("byo-phone-number", number="+14155550181", credentialId=DEMO.trunk_credential, assistantId=a)
-    vapi_add("byo-phone-number", number="+14155550181", credentialId=DEMO.trunk_credential, assistantId=a,
+    vapi_add("byo-phone-number", number="+14155550180", credentialId=c.trunk_credential, assistantId=a)
+    vapi_add("byo-phone-number", number="+14155550181", credentialId=c.trunk_credential, assistantId=a)
+    vapi_add("byo-phone-number", number="+14155550181", credentialId=c.trunk_credential, assistantId=a,
              name="imported twice")
-    vapi_add("telnyx", number="+14155550183", credentialId=DEMO.telnyx_credential, assistantId=a)
+    vapi_add("telnyx", number="+14155550183", credentialId=c.telnyx_credential, assistantId=a)
     # A free Vapi SIP number: belongs to no source, healthy.
     vapi_add("vapi", sipUri="sip:demo-frontdesk@sip.vapi.ai", assistantId=a)
 
