@@ -20,7 +20,8 @@ from numsync.daemon.locks import RUN_LOCK, DatabaseLock
 from numsync.sandbox.demo import Credentials, Sandbox, start_sandbox
 
 
-def numsync(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def numsync(*args: str, cwd: Path, env: dict[str, str] | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("NUMSYNC_")}
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-m", "numsync", *args], cwd=cwd, env=full_env, capture_output=True,
@@ -51,7 +52,8 @@ def write_config(tmp_path: Path, text: str) -> Path:
     [
         ("vapi: {api_key: x}\nsources: [{name: a, kind: byo, numbers_file: a.csv, vapi_credential_id: c, "
          "e164_chek: true}]\n", {}, "sources[0].e164_chek: unknown key (did you mean 'e164_check'?)"),
-        ("vapi:\n  api_key: ${VAPI_KEY_NOT_SET}\n", {}, "vapi.api_key: environment variable VAPI_KEY_NOT_SET is not set"),
+        ("vapi:\n  api_key: ${VAPI_KEY_NOT_SET}\n", {},
+         "vapi.api_key: environment variable VAPI_KEY_NOT_SET is not set"),
         ("vapi: {api_key: x\n", {}, "malformed YAML"),
         ("vapi: {api_key: x}\nsources:\n  - {name: a, kind: byo, numbers_file: a.csv, vapi_credential_id: c}\n"
          "  - {name: a, kind: byo, numbers_file: b.csv, vapi_credential_id: d}\n", {},
