@@ -84,6 +84,9 @@ def execute(
     filtered = selected is not None
     chosen = [s for s in sources if not filtered or s.name in set(selected or ())]
     with sessions.begin() as session:
+        # We hold the run lock, so a run still marked 'running' belongs to a process that died.
+        session.execute(sa.update(Run).where(Run.status == "running").values(
+            status="interrupted", outcome="error", error="the process running it stopped before it finished"))
         session.add(Run(id=run_id, seq=_next_seq(session), mode=mode, status="running", started_at=clock(),
                         selected_sources=list(selected) if filtered else None,
                         holder=f"{socket.gethostname()}:{os.getpid()}"))
@@ -214,7 +217,8 @@ def _execute(
     else:
         outcome = "in_sync"
     return _finish(sessions, run_id, clock, outcome=outcome, error=error, vapi_numbers=snap.vapi_numbers,
-                   drafts=drafts, stats=stats, mode=mode, judged=judged, judge_nulls=not filtered)
+                   drafts=drafts, stats=stats, mode=mode, judged=judged, judge_nulls=not filtered,
+                   status="interrupted" if stop is not None and stop.is_set() else "finished")
 
 
 def _finish(
@@ -230,13 +234,14 @@ def _finish(
     mode: str,
     judged: set[str],
     judge_nulls: bool,
+    status: str = "finished",
 ) -> RunResult:
     now = clock()
     summary = dict(sorted(Counter(d.kind for d in drafts).items()))
     with sessions.begin() as session:
         _record_findings(session, run_id, drafts, now, judged, judge_nulls, vapi_ok=vapi_numbers is not None)
         session.execute(sa.update(Run).where(Run.id == run_id).values(
-            status="finished", outcome=outcome, finished_at=now, vapi_numbers=vapi_numbers,
+            status=status, outcome=outcome, finished_at=now, vapi_numbers=vapi_numbers,
             error=error, summary=summary, stats=stats))
         _prune_snapshots(session)
         sources = session.execute(
