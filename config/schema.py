@@ -27,6 +27,7 @@ __all__ = [
     "TwilioSourceConfig",
     "VapiConfig",
     "VonageSourceConfig",
+    "parse_crontab",
     "parse_duration",
 ]
 
@@ -62,6 +63,71 @@ def parse_duration(value: Any) -> timedelta:
 
 
 Duration = Annotated[timedelta, Field(description="15m, 1h, 90s ...")]
+
+# (name, lowest, highest, names) of the five crontab fields; day of week 7 is Sunday, as in cron.
+_CRON_FIELDS: tuple[tuple[str, int, int, tuple[str, ...]], ...] = (
+    ("minute", 0, 59, ()),
+    ("hour", 0, 23, ()),
+    ("day of month", 1, 31, ()),
+    ("month", 1, 12, ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")),
+    ("day of week", 0, 7, ("sun", "mon", "tue", "wed", "thu", "fri", "sat")),
+)
+_CRON_ITEM = re.compile(r"(?:(\*)|([0-9a-z]+)(?:-([0-9a-z]+))?)(?:/(\d+))?")
+
+
+def _cron_value(text: str, name: str, low: int, high: int, names: tuple[str, ...]) -> int:
+    if text.isdigit():
+        value = int(text)
+    elif text in names:
+        value = names.index(text) + (1 if name == "month" else 0)
+    else:
+        raise ValueError(f"{name}: '{text}' is not a number{' or a name' if names else ''}")
+    if not low <= value <= high:
+        raise ValueError(f"{name}: {value} is outside {low}-{high}")
+    return value
+
+
+def parse_crontab(expr: str) -> tuple[frozenset[int], ...]:
+    """Read a standard 5-field crontab expression into the set of values of each field.
+
+    Standard cron meaning, which is what people copy from crontabs: day of week 0 and 7 are
+    Sunday (APScheduler 3.x's own parser counts from Monday, so the service never hands it the
+    raw text). A day of month and a day of week both restricted mean "either" in cron and "both"
+    in APScheduler; rather than guess, that combination is refused.
+    """
+    fields = expr.lower().split()
+    if len(fields) != 5:
+        raise ValueError(f"'{expr}' is not a cron expression: expected 5 fields "
+                         f"(minute hour day-of-month month day-of-week), got {len(fields)}")
+    out: list[frozenset[int]] = []
+    for text, (name, low, high, names) in zip(fields, _CRON_FIELDS, strict=True):
+        values: set[int] = set()
+        for item in text.split(","):
+            match = _CRON_ITEM.fullmatch(item)
+            if not match:
+                raise ValueError(f"'{expr}': {name}: cannot read '{item}'")
+            star, first, last, step = match.groups()
+            if star:
+                start, stop = low, high
+            else:
+                try:
+                    start = _cron_value(first, name, low, high, names)
+                    stop = _cron_value(last, name, low, high, names) if last else (high if step else start)
+                except ValueError as exc:
+                    raise ValueError(f"'{expr}': {exc}") from None
+            if stop < start:
+                raise ValueError(f"'{expr}': {name}: range '{item}' runs backwards")
+            increment = int(step) if step else 1
+            if increment < 1:
+                raise ValueError(f"'{expr}': {name}: step must be at least 1")
+            values.update(range(start, stop + 1, increment))
+        if name == "day of week" and 7 in values:
+            values = (values - {7}) | {0}
+        out.append(frozenset(values))
+    if not fields[2].startswith("*") and not fields[4].startswith("*"):
+        raise ValueError(f"'{expr}': restrict the day of month or the day of week, not both "
+                         "(cron reads that as either, APScheduler as both)")
+    return tuple(out)
 
 
 class _Strict(BaseModel):
@@ -218,6 +284,14 @@ class ScheduleConfig(_Strict):
     report_cron: str = "0 2 * * *"
 
     _parse = field_validator("reconcile_every", mode="before")(parse_duration)
+
+    @field_validator("report_cron")
+    @classmethod
+    def _crontab(cls, value: str) -> str:
+        # Checked here rather than by APScheduler, which the config (imported by the engine) must
+        # not import; the service builds its trigger from the same parse.
+        parse_crontab(value)
+        return value
 
 
 class ReportsConfig(_Strict):

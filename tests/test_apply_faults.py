@@ -121,8 +121,8 @@ def test_throttled_and_refused_creates(tmp_path: Path, db_url: str, vapi: Any) -
     numbers = [*NUMBERS, "+1" + "2" * 45]  # the last one is too long for Vapi: a 400 on create
     csv = tmp_path / "trunk.csv"
     csv.write_text("number\n" + "".join(f"{n}\n" for n in numbers))
-    text = config_text(tmp_path, db_url, server.url, csv).replace("vapi_credential_id: cred-trunk",
-                                                                  "vapi_credential_id: cred-trunk\n    e164_check: false")
+    text = config_text(tmp_path, db_url, server.url, csv)
+    text = text.replace("vapi_credential_id: cred-trunk", "vapi_credential_id: cred-trunk\n    e164_check: false")
     cfg = parse_config(text, origin="t.yaml", env={})
     emu.faults.add("status", method="POST", path="^/phone-number$", status=429, retry_after="1", times=2)
     out = run_once(cfg, mode="reconcile")
@@ -141,7 +141,7 @@ def test_5xx_on_create_is_in_doubt_and_next_run_finishes(tmp_path: Path, db_url:
     emu.faults.add("status", method="POST", path="^/phone-number$", status=500, times=1)
     first = run_once(cfg, mode="reconcile")
     assert first.result.exit_code == 1
-    assert len([r for r in emu.records()]) == len(NUMBERS) - 1
+    assert len(emu.records()) == len(NUMBERS) - 1
     second = run_once(cfg, mode="reconcile")
     assert second.result.exit_code == 0
     assert_each_once(emu, NUMBERS)

@@ -41,6 +41,7 @@ class RunOutput:
     result: RunResult
     report: dict[str, Any]
     paths: list[Path] = field(default_factory=list)
+    context: ReportContext | None = None
 
 
 def register_secrets(config: Config) -> None:
@@ -112,8 +113,13 @@ def run_once(
     stop: threading.Event | None = None,
     guard: Callable[[], None] | None = None,
     clock: Callable[[], datetime] = utcnow,
+    write: bool = True,
 ) -> RunOutput:
-    """One plan or reconcile under the run lock; raises LockHeld when another run holds it."""
+    """One plan or reconcile under the run lock; raises LockHeld when another run holds it.
+
+    ``write=False`` returns the report and its context unrendered, for a caller that writes them
+    somewhere of its own (the daemon's nightly report folders).
+    """
     metrics = metrics or Metrics()
     chosen = _selected(config, source_names)
     register_secrets(config)
@@ -136,21 +142,23 @@ def run_once(
                     src.close()
         metrics.observe_run(mode=mode, outcome=result.outcome, seconds=result.seconds,
                             findings=result.findings_by_source, source_numbers=result.source_numbers)
-        report, paths = _write(sessions, result.run_id, config, report_dir, formats)
-        return RunOutput(result=result, report=report, paths=paths)
+        report, ctx, paths = _write(sessions, result.run_id, config, report_dir, formats, write=write)
+        return RunOutput(result=result, report=report, paths=paths, context=ctx)
     finally:
         if own_engine:
             engine.dispose()
 
 
 def _write(sessions: sessionmaker[Session], run_id: str, config: Config, report_dir: Path | None,
-           formats: Sequence[str] | None) -> tuple[dict[str, Any], list[Path]]:
+           formats: Sequence[str] | None, *, write: bool = True) -> tuple[dict[str, Any], ReportContext, list[Path]]:
     with sessions() as session:
         report = build_report(session, run_id)
         ctx = ReportContext(**report_context(session, run_id))
+    if not write:
+        return report, ctx, []
     directory = report_dir or config.reports.dir
     paths = write_reports(report, ctx, directory, list(formats or config.reports.formats))
-    return report, paths
+    return report, ctx, paths
 
 
 def render_stored(config: Config, run_id: str | None, report_dir: Path | None,
@@ -161,6 +169,7 @@ def render_stored(config: Config, run_id: str | None, report_dir: Path | None,
         sessions = sessionmaker(engine, expire_on_commit=False)
         with sessions() as session:
             rid = resolve_run_id(session, run_id)
-        return _write(sessions, rid, config, report_dir, formats)
+        report, _ctx, paths = _write(sessions, rid, config, report_dir, formats)
+        return report, paths
     finally:
         engine.dispose()
