@@ -28,6 +28,9 @@ from .models import CarrierRecord, VapiRecord
 __all__ = ["SnapshotResult", "SourceOutcome", "take_snapshot", "vapi_match_key"]
 
 BATCH = 2000
+# Core inserts: the ORM's bulk path costs a third more per row and a snapshot is all bulk.
+VAPI_TABLE = VapiRecord.__table__
+CARRIER_TABLE = CarrierRecord.__table__
 Progress = Callable[[str, int, int | None], None]
 
 
@@ -54,7 +57,10 @@ def vapi_match_key(rec: VapiNumber) -> str | None:
         return None
     if not rec.e164_check:
         return rec.number.strip()
-    return to_e164(rec.number, assume_plus=True) or rec.number.strip()
+    number = rec.number
+    if number[:1] == "+" and number[1:].isdigit():
+        return number  # already E.164: the common case, and parsing 100,000 of them costs a second
+    return to_e164(number, assume_plus=True) or number.strip()
 
 
 def _parse_ts(text: str | None) -> datetime | None:
@@ -142,12 +148,12 @@ def take_snapshot(
                 seen_vapi_ids.add(rec.id)
                 rows.append(_vapi_row(run_id, rec, owners))
             if rows:
-                session.execute(sa.insert(VapiRecord), rows)
+                session.execute(VAPI_TABLE.insert(), rows)
             result.vapi_numbers = len(seen_vapi_ids)
         else:
             out = result.sources[tag]
             raw = tag in byo_raw_sources
-            session.execute(sa.insert(CarrierRecord), [_carrier_row(run_id, tag, r, raw) for r in payload])
+            session.execute(CARRIER_TABLE.insert(), [_carrier_row(run_id, tag, r, raw) for r in payload])
             out.numbers += len(payload)
             if progress:
                 progress(tag, out.numbers, None)

@@ -1,0 +1,163 @@
+"""Benchmark: `numsync plan` over N Vapi records and N carrier numbers (three carriers), 20 ms latency.
+
+Reports wall time, the latency floor of the critical path, requests per API against the minimum,
+time in the SQL diff, and peak RSS of the numsync process. The emulations run in processes of
+their own (one per API), so the figures are numsync's alone.
+
+    python bench/bench_plan.py [--n 100000] [--latency 0.02] [--db sqlite|postgres] [--mode plan]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from emulators import CREDS  # noqa: E402
+
+from numsync.app import run_once  # noqa: E402
+from numsync.config import parse_config  # noqa: E402
+from numsync.daemon.db import upgrade  # noqa: E402
+from numsync.metrics import Metrics  # noqa: E402
+
+PAGE = {"vapi": 1000, "twilio": 1000, "telnyx": 250, "vonage": 100}
+
+
+def start_emulators(n: int, latency: float, workdir: Path) -> tuple[dict[str, dict[str, Any]], list[Any]]:
+    procs, info = [], {}
+    for api in ("vapi", "twilio", "telnyx", "vonage"):
+        proc = subprocess.Popen([sys.executable, str(HERE / "emulators.py"), str(n), str(latency), api,
+                                 str(workdir)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        procs.append(proc)
+    for proc in procs:
+        line = proc.stdout.readline()  # type: ignore[union-attr]
+        data = json.loads(line)
+        info[data["api"]] = data
+    return info, procs
+
+
+def config_text(info: dict[str, dict[str, Any]], db_url: str, reports: Path) -> str:
+    return f"""
+database_url: {db_url}
+vapi:
+  api_key: {CREDS['vapi_key']}
+  base_url: {info['vapi']['url']}
+  requests_per_second: 0
+  max_concurrency: 8
+sources:
+  - name: twilio-bench
+    kind: twilio
+    account_sid: {CREDS['twilio_sid']}
+    auth_token: {CREDS['twilio_token']}
+    base_url: {info['twilio']['url']}
+  - name: telnyx-bench
+    kind: telnyx
+    api_key: {CREDS['telnyx_key']}
+    vapi_credential_id: cred-telnyx
+    base_url: {info['telnyx']['url']}
+  - name: vonage-bench
+    kind: vonage
+    api_key: {CREDS['vonage_key']}
+    api_secret: {CREDS['vonage_secret']}
+    vapi_credential_id: cred-vonage
+    base_url: {info['vonage']['url']}
+    ca_bundle: {info['vonage']['ca']}
+policy:
+  max_imports_per_run: 100000
+reports:
+  dir: {reports}
+  formats: [json]
+"""
+
+
+def minimum_requests(n_vapi: int, per_carrier: int) -> dict[str, int]:
+    return {
+        "vapi": math.ceil(n_vapi / PAGE["vapi"]),
+        "twilio": math.ceil(per_carrier / PAGE["twilio"]),
+        "telnyx": math.ceil(per_carrier / PAGE["telnyx"]),
+        "vonage": math.ceil(per_carrier / PAGE["vonage"]),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--latency", type=float, default=0.02)
+    ap.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
+    ap.add_argument("--mode", choices=["plan", "reconcile"], default="plan")
+    ap.add_argument("--json", type=Path, help="append the result as one JSON line to this file")
+    args = ap.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="numsync-bench-"))
+    t_seed = time.monotonic()
+    info, procs = start_emulators(args.n, args.latency, workdir)
+    seed_seconds = time.monotonic() - t_seed
+    try:
+        if args.db == "sqlite":
+            db_url = f"sqlite:///{workdir / 'bench.db'}"
+        else:
+            db_url = os.environ.get("NUMSYNC_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+            import sqlalchemy as sa
+
+            eng = sa.create_engine(db_url, isolation_level="AUTOCOMMIT")
+            with eng.connect() as c:
+                c.execute(sa.text("DROP DATABASE IF EXISTS numsync_bench WITH (FORCE)"))
+                c.execute(sa.text("CREATE DATABASE numsync_bench"))
+            eng.dispose()
+            db_url = db_url.rsplit("/", 1)[0] + "/numsync_bench"
+            upgrade(db_url)
+        cfg = parse_config(config_text(info, db_url, workdir / "reports"), origin="bench.yaml", env={})
+        metrics = Metrics()
+        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        t0 = time.monotonic()
+        out = run_once(cfg, mode=args.mode, metrics=metrics)
+        wall = time.monotonic() - t0
+        rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    finally:
+        for proc in procs:
+            proc.stdin.close()  # type: ignore[union-attr]
+        for proc in procs:
+            proc.wait(timeout=30)
+    requests: dict[str, int] = {}
+    for fam in metrics.registry.collect():
+        if fam.name == "numsync_api_requests":
+            for sample in fam.samples:
+                if sample.name.endswith("_total"):
+                    requests[sample.labels["api"]] = requests.get(sample.labels["api"], 0) + int(sample.value)
+    n_vapi = out.report["vapi"]["numbers"]
+    minimum = minimum_requests(n_vapi, info["twilio"]["per_carrier"])
+    floors = {
+        "vapi": (minimum["vapi"] + 1) * args.latency / 8,  # probe + pages, 8 at a time
+        "twilio": minimum["twilio"] * args.latency,  # next_page_uri: one page after another
+        "telnyx": minimum["telnyx"] * args.latency,
+        "vonage": (1 + math.ceil((minimum["vonage"] - 1) / 4)) * args.latency,  # first page, then 4 at a time
+    }
+    floor = max(floors.values())
+    stats = out.result.stats
+    result = {
+        "n": args.n, "db": args.db, "mode": args.mode, "latency_ms": args.latency * 1000,
+        "wall_s": round(wall, 2), "floor_s": round(floor, 2), "wall_over_floor": round(wall / floor, 2),
+        "snapshot_s": stats.get("snapshot_seconds"), "diff_s": stats.get("diff_seconds"),
+        "vapi_s": stats.get("vapi_seconds"), "source_s": stats.get("source_seconds"),
+        "requests": requests, "minimum_requests": minimum,
+        "peak_rss_mb": round(rss_peak / 1024, 1), "rss_before_mb": round(rss_before / 1024, 1),
+        "findings": out.report["summary"], "outcome": out.result.outcome, "seed_s": round(seed_seconds, 1),
+    }
+    print(json.dumps(result, indent=2))
+    if args.json:
+        with args.json.open("a") as fh:
+            fh.write(json.dumps(result) + "\n")
+
+
+if __name__ == "__main__":
+    main()

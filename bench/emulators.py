@@ -1,0 +1,76 @@
+"""Serve seeded emulations in a process of their own, so the benchmark measures only numsync.
+
+Usage: python bench/emulators.py N LATENCY_SECONDS API [CA_DIR]
+Seeds the same deterministic data in every process (N carrier numbers split over Twilio, Telnyx
+and Vonage, 1% of them missing in Vapi) and serves one API (vapi|twilio|telnyx|vonage), one
+process per API as the real services are independent. Prints one JSON line with the URL, then
+serves until its standard input closes.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from numsync.sandbox.server import EmulatorServer
+from numsync.sandbox.telnyx import TelnyxEmulator
+from numsync.sandbox.twilio import TwilioEmulator
+from numsync.sandbox.vapi import VapiEmulator
+from numsync.sandbox.vonage import VonageEmulator, make_tls
+
+SID = "AC" + "b" * 32
+CREDS = {
+    "vapi_key": "bench-vapi-key",
+    "twilio_sid": SID,
+    "twilio_token": "bench-twilio-token",
+    "telnyx_key": "bench-telnyx-key",
+    "vonage_key": "benchkey",
+    "vonage_secret": "bench-vonage-secret",
+}
+
+
+def main() -> None:
+    n = int(sys.argv[1])
+    latency = float(sys.argv[2])
+    api = sys.argv[3]
+    tmp = Path(sys.argv[4]) if len(sys.argv) > 4 else Path(tempfile.mkdtemp(prefix="numsync-bench-"))
+    ssl_ctx, ca = make_tls(tmp) if api == "vonage" else (None, None)
+    vapi = VapiEmulator(api_key=CREDS["vapi_key"])
+    twilio = TwilioEmulator(accounts={SID: CREDS["twilio_token"]})
+    telnyx = TelnyxEmulator(api_key=CREDS["telnyx_key"])
+    vonage = VonageEmulator(api_key=CREDS["vonage_key"], api_secret=CREDS["vonage_secret"])
+    per = n // 3
+    for i in range(n):
+        carrier = i % 3
+        in_vapi = i % 100 != 0  # 1% missing in Vapi
+        if carrier == 0:
+            number = f"+1415{i:07d}"
+            if api == "twilio":
+                twilio.add_number(SID, number, voice_url="https://api.vapi.ai/twilio/inbound_call")
+            elif api == "vapi" and in_vapi:
+                vapi.add("twilio", number=number, twilioAccountSid=SID, assistantId="asst-bench")
+        elif carrier == 1:
+            number = f"+1970{i:07d}"
+            if api == "telnyx":
+                telnyx.add_number(number, connection_id="1")
+            elif api == "vapi" and in_vapi:
+                vapi.add("telnyx", number=number, credentialId="cred-telnyx", assistantId="asst-bench")
+        else:
+            msisdn = f"4420{i:07d}"
+            if api == "vonage":
+                vonage.add_number(msisdn, country="GB")
+            elif api == "vapi" and in_vapi:
+                vapi.add("vonage", number="+" + msisdn, credentialId="cred-vonage", assistantId="asst-bench")
+    emu = {"vapi": vapi, "twilio": twilio, "telnyx": telnyx, "vonage": vonage}[api]
+    emu.faults.latency = latency
+    server = EmulatorServer(emu, ssl_context=ssl_ctx).start()
+    print(json.dumps({"api": api, "url": server.url, "ca": str(ca) if ca else None, "per_carrier": per}),
+          flush=True)
+    sys.stdin.read()
+    server.stop()
+
+
+if __name__ == "__main__":
+    main()
