@@ -57,7 +57,8 @@ def test_env_override_and_relative_paths(tmp_path: Path) -> None:
         ("vapi: {api_key: x}\nsources: [{name: t, kind: twilio, account_sid: AC1}]\n",
          "sources[0]: twilio needs auth_token"),
         ("vapi: {api_key: x}\nsources: [{name: v, kind: vonage, api_key: a, api_secret: b, "
-         "vapi_credential_id: c, base_url: 'http://127.0.0.1:1'}]\n", "sources[0].base_url: the Vonage SDK only speaks https"),
+         "vapi_credential_id: c, base_url: 'http://127.0.0.1:1'}]\n",
+         "sources[0].base_url: the Vonage SDK only speaks https"),
         ("vapi: {api_key: x}\nsources: [{name: t, kind: byo, numbers_file: a, vapi_credential_id: c, "
          "import: {assistant_id: a, squad_id: b}}]\n", "at most one of assistant_id / squad_id / workflow_id"),
         ("vapi: {api_key: x}\nsources: [{name: t, kind: byo, numbers_file: a, vapi_credential_id: c, "
