@@ -60,8 +60,9 @@ from numsync.errors import (
     ProtocolError,
     TransientError,
 )
+from numsync.redaction import is_secret_key
 
-__all__ = ["MAX_ROUNDS", "SECRET_FIELDS", "SECRET_KEY_PATTERN", "VapiClient", "VapiStats", "redact_record"]
+__all__ = ["MAX_ROUNDS", "SECRET_FIELDS", "VapiClient", "VapiStats", "redact_record"]
 
 T = TypeVar("T")
 Progress = Callable[[int, int], None]
@@ -70,7 +71,6 @@ E = TypeVar("E", bound=AdapterError)
 log = structlog.get_logger(__name__)
 
 SECRET_FIELDS = frozenset({"twilioAuthToken", "twilioApiSecret", "twilioApiKey"})
-SECRET_KEY_PATTERN = re.compile(r"secret|token|password|authorization|api[-_]?key", re.IGNORECASE)
 MAX_ROUNDS = 10
 _MAX_BACKOFF = 30.0
 _LIST_PATH = "/v2/phone-number"
@@ -85,7 +85,7 @@ _SECRET_KEYS: dict[str, bool] = {}  # key -> is it secret? (memo: records repeat
 def _is_secret_key(key: str) -> bool:
     secret = _SECRET_KEYS.get(key)
     if secret is None:
-        secret = key in SECRET_FIELDS or bool(SECRET_KEY_PATTERN.search(key))
+        secret = key in SECRET_FIELDS or is_secret_key(key)  # the project-wide rule (numsync.redaction)
         if len(_SECRET_KEYS) < 10_000:
             _SECRET_KEYS[key] = secret
     return secret
