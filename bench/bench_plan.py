@@ -10,6 +10,7 @@ their own (one per API), so the figures are numsync's alone.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import os
@@ -97,6 +98,7 @@ def main() -> None:
     ap.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
     ap.add_argument("--mode", choices=["plan", "reconcile"], default="plan")
     ap.add_argument("--json", type=Path, help="append the result as one JSON line to this file")
+    ap.add_argument("--peer", action="store_true", help="also time the naive peer (bench/naive_peer.py)")
     args = ap.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="numsync-bench-"))
     t_seed = time.monotonic()
@@ -117,12 +119,21 @@ def main() -> None:
             db_url = db_url.rsplit("/", 1)[0] + "/numsync_bench"
             upgrade(db_url)
         cfg = parse_config(config_text(info, db_url, workdir / "reports"), origin="bench.yaml", env={})
+        # Import the SDKs before timing, as the peer does (and as a long-running daemon pays once).
+        for module in ("twilio", "telnyx", "vonage", "vapi"):
+            importlib.import_module(f"numsync.adapters.{module}")
         metrics = Metrics()
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         t0 = time.monotonic()
         out = run_once(cfg, mode=args.mode, metrics=metrics)
         wall = time.monotonic() - t0
         rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        peer = None
+        if args.peer:
+            peer_cfg = {"urls": {k: v["url"] for k, v in info.items()}, "ca": info["vonage"]["ca"], "creds": CREDS}
+            done = subprocess.run([sys.executable, str(HERE / "naive_peer.py"), json.dumps(peer_cfg)],
+                                  capture_output=True, text=True, check=True)
+            peer = json.loads(done.stdout.strip().splitlines()[-1])
     finally:
         for proc in procs:
             proc.stdin.close()  # type: ignore[union-attr]
@@ -153,6 +164,11 @@ def main() -> None:
         "peak_rss_mb": round(rss_peak / 1024, 1), "rss_before_mb": round(rss_before / 1024, 1),
         "findings": out.report["summary"], "outcome": out.result.outcome, "seed_s": round(seed_seconds, 1),
     }
+    if peer is not None:
+        result["peer_wall_s"] = peer["wall_s"]
+        result["peer_peak_rss_mb"] = peer["peak_rss_mb"]
+        result["speedup_vs_peer"] = round(peer["wall_s"] / wall, 2)
+        assert peer["missing"] == out.report["summary"].get("missing_in_vapi", 0), "the peer disagrees"
     print(json.dumps(result, indent=2))
     if args.json:
         with args.json.open("a") as fh:

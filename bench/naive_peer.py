@@ -1,0 +1,78 @@
+"""The naive peer: the script a user would write instead of numsync, for the benchmark to beat.
+
+Sequential, official SDKs for the carriers, `requests` for Vapi's v2 listing (page after page),
+everything held in Python sets, diffed in Python. No retries, no journal, no database.
+
+Usage: python bench/naive_peer.py CONFIG_JSON   (the JSON bench_plan.py builds: urls, ca, creds)
+Prints one JSON line: wall seconds, missing count, peak RSS.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+
+import requests
+import telnyx
+from twilio.http.http_client import TwilioHttpClient
+from twilio.rest import Client
+from vonage import Auth, HttpClientOptions, Vonage
+from vonage_numbers import ListOwnedNumbersFilter
+
+
+class _Rebased(TwilioHttpClient):
+    """The documented way to point the Twilio SDK elsewhere (a custom http_client)."""
+
+    def __init__(self, base: str) -> None:
+        super().__init__(timeout=30)
+        self.base = base
+
+    def request(self, method, url, *args, **kwargs):  # type: ignore[no-untyped-def]
+        return super().request(method, url.replace("https://api.twilio.com", self.base), *args, **kwargs)
+
+
+def main() -> None:
+    cfg = json.loads(sys.argv[1])
+    urls, creds = cfg["urls"], cfg["creds"]
+    os.environ["REQUESTS_CA_BUNDLE"] = cfg["ca"]  # what a script would do for the Vonage sandbox
+    t0 = time.monotonic()
+    vapi: set[str] = set()
+    page = 1
+    while True:
+        resp = requests.get(f"{urls['vapi']}/v2/phone-number", params={"page": page, "limit": 1000},
+                            headers={"Authorization": f"Bearer {creds['vapi_key']}"}, timeout=30)
+        body = resp.json()
+        for rec in body["results"]:
+            number = rec.get("number") or ""
+            vapi.add(number if number.startswith("+") else "+" + number)
+        if not body["metadata"].get("hasNextPage"):
+            break
+        page += 1
+    owned: set[str] = set()
+    tw = Client(creds["twilio_sid"], creds["twilio_token"], http_client=_Rebased(urls["twilio"]))
+    for num in tw.api.v2010.accounts(creds["twilio_sid"]).incoming_phone_numbers.stream(page_size=1000):
+        owned.add(num.phone_number)
+    tx = telnyx.Telnyx(api_key=creds["telnyx_key"], base_url=urls["telnyx"] + "/v2")
+    for num in tx.phone_numbers.list(page_size=250):
+        owned.add(num.phone_number)
+    host = urls["vonage"].removeprefix("https://")
+    vg = Vonage(Auth(api_key=creds["vonage_key"], api_secret=creds["vonage_secret"]),
+                HttpClientOptions(rest_host=host, api_host=host, timeout=30))
+    index = 1
+    while True:
+        nums, _count, nxt = vg.numbers.list_owned_numbers(ListOwnedNumbersFilter(size=100, index=index))
+        owned.update("+" + n.msisdn for n in nums)
+        if nxt is None:
+            break
+        index = nxt
+    missing = owned - vapi
+    wall = time.monotonic() - t0
+    print(json.dumps({"wall_s": round(wall, 2), "missing": len(missing), "vapi": len(vapi), "owned": len(owned),
+                      "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
+
+
+if __name__ == "__main__":
+    main()
