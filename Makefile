@@ -32,7 +32,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	@# import-linter needs the installed layout (numsync/daemon, ...): lint a throwaway non-editable install.
 	@T=$$(mktemp -d) && $(BIN)/python -m pip install --quiet --no-deps --target $$T . 2>/dev/null && \
-	  (cd $$T && PYTHONPATH=$$T $(BIN)/lint-imports --config $(CURDIR)/.importlinter --no-cache); \
+	  (cd $$T && PYTHONPATH=$$T $(BIN)/lint-imports $(CURDIR)/.importlinter --no-cache); \
 	  rc=$$?; rm -rf $$T; exit $$rc
 	@D=$$(mktemp -d) && $(BIN)/alembic -x url=sqlite:///$$D/check.db upgrade head && \
 	  $(BIN)/alembic -x url=sqlite:///$$D/check.db check; rc=$$?; rm -rf $$D; exit $$rc
