@@ -1,0 +1,91 @@
+"""`make bench`: every benchmark, one table, written to bench/RESULTS.md.
+
+Plan at 10,000 / 100,000 / 1,000,000 numbers (Vapi + three carriers, 20 ms latency) on SQLite and
+PostgreSQL, with the naive peer timed on the same emulators, then the Vapi listing benchmark.
+Each size runs in a fresh process so peak RSS is that size's own.
+
+    python bench/run.py [--sizes 10000,100000,1000000] [--dbs sqlite,postgres] [--no-peer]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        kb = int(Path("/proc/meminfo").read_text().split()[1])
+        mem = f", {kb / 1024 / 1024:.0f} GiB"
+    except (OSError, ValueError, IndexError):
+        pass
+    return f"{os.cpu_count()} cores ({cpu}{mem}), Python {platform.python_version()}, {platform.system()}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="10000,100000,1000000")
+    ap.add_argument("--dbs", default="sqlite,postgres")
+    ap.add_argument("--no-peer", action="store_true")
+    ap.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
+    args = ap.parse_args()
+    results_file = Path(tempfile.mkstemp(suffix=".jsonl")[1])
+    for db in args.dbs.split(","):
+        for n in (int(x) for x in args.sizes.split(",")):
+            cmd = [sys.executable, str(HERE / "bench_plan.py"), "--n", str(n), "--db", db, "--json", str(results_file)]
+            if not args.no_peer and db == "sqlite":
+                cmd.append("--peer")
+            print("bench:", " ".join(cmd[1:]), flush=True)
+            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    rows = [json.loads(line) for line in results_file.read_text().splitlines() if line.strip()]
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Machine: {machine()}. Run: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')} by `make bench`.",
+        "Emulated latency 20 ms per request; each API's emulation runs in its own process; numsync's",
+        "figures are for the `numsync plan` process alone. Floor = the latency floor of the critical path",
+        "(the slowest API's pages x latency / its concurrency). Requests are numsync's, against the minimum",
+        "(pages of the largest size each API allows). Ratios matter more than seconds on a shared machine.",
+        "",
+        "| numbers | db | wall s | floor s | wall/floor | diff s | requests (min) | peak RSS MB | naive peer s | speed-up |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        req = ", ".join(f"{k} {r['requests'].get(k, 0)} ({r['minimum_requests'][k]})"
+                        for k in ("vapi", "twilio", "telnyx", "vonage"))
+        peer = f"{r['peer_wall_s']}" if "peer_wall_s" in r else "-"
+        speed = f"{r['speedup_vs_peer']}x" if "speedup_vs_peer" in r else "-"
+        lines.append(f"| {r['n']:,} | {r['db']} | {r['wall_s']} | {r['floor_s']} | {r['wall_over_floor']} | "
+                     f"{r['diff_s']} | {req} | {r['peak_rss_mb']} | {peer} | {speed} |")
+    by_db: dict[str, list[dict]] = {}
+    for r in rows:
+        by_db.setdefault(r["db"], []).append(r)
+    lines += ["", "Growth (time ratio per 10x numbers; linear is 10x):", ""]
+    for db, rs in by_db.items():
+        rs.sort(key=lambda r: r["n"])
+        steps = [f"{a['n']:,}->{b['n']:,}: {b['wall_s'] / a['wall_s']:.1f}x" for a, b in zip(rs, rs[1:], strict=False)]
+        lines.append(f"- {db}: " + ("; ".join(steps) or "one size only"))
+    args.out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
