@@ -10,6 +10,7 @@ Each size runs in a fresh process so peak RSS is that size's own.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -65,7 +66,8 @@ def main() -> None:
         "(the slowest API's pages x latency / its concurrency). Requests are numsync's, against the minimum",
         "(pages of the largest size each API allows). Ratios matter more than seconds on a shared machine.",
         "",
-        "| numbers | db | wall s | floor s | wall/floor | diff s | requests (min) | peak RSS MB | naive peer s | speed-up |",
+        "| numbers | db | wall s | floor s | wall/floor | diff s | requests (min) | peak RSS MB | naive peer s "
+        "| speed-up |",
         "| ---: | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |",
     ]
     for r in rows:
@@ -81,7 +83,7 @@ def main() -> None:
     lines += ["", "Growth (time ratio per 10x numbers; linear is 10x):", ""]
     for db, rs in by_db.items():
         rs.sort(key=lambda r: r["n"])
-        steps = [f"{a['n']:,}->{b['n']:,}: {b['wall_s'] / a['wall_s']:.1f}x" for a, b in zip(rs, rs[1:], strict=False)]
+        steps = [f"{a['n']:,}->{b['n']:,}: {b['wall_s'] / a['wall_s']:.1f}x" for a, b in itertools.pairwise(rs)]
         lines.append(f"- {db}: " + ("; ".join(steps) or "one size only"))
     args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
