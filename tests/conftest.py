@@ -7,6 +7,7 @@ instead of letting every PostgreSQL test skip quietly.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import uuid
@@ -78,7 +79,14 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture(autouse=True)
-def _reset_logging_context() -> Iterator[None]:
+def _reset_logging() -> Iterator[None]:
+    """Each test starts with structlog's defaults, whatever an earlier test configured."""
+    structlog.reset_defaults()
     structlog.contextvars.clear_contextvars()
     yield
     structlog.contextvars.clear_contextvars()
+    structlog.reset_defaults()
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if not type(handler).__module__.startswith("_pytest"):
+            root.removeHandler(handler)
