@@ -15,6 +15,16 @@ why:
   substituted for it, so a corporate proxy's CA does not break every public host.
 - ``on_request`` is fed from an httpx response event hook (one call per HTTP answer) and from the
   error boundary for requests that got no answer at all.
+- Pages are asked for with the client's documented generic ``get`` ("making custom/undocumented
+  requests": the same auth, headers, timeout, retries setting and error classes as the typed
+  methods), not ``client.phone_numbers``: the first touch of that resource imports every resource
+  module of the SDK, about half a second of CPU per process for one endpoint, in a process whose
+  other listings share the GIL.
+- Page 1 tells ``meta.total_pages``; the rest are fetched by a small pool (``concurrency``, one
+  httpx client shared: it is thread-safe) with a bounded read-ahead and checked and yielded in page
+  order, so every guard below sees the pages exactly as a sequential listing would. A later page
+  that reports more pages extends the listing; one that reports fewer ends it where a sequential
+  listing would have ended (pages already in flight beyond it are dropped unread).
 """
 
 from __future__ import annotations
@@ -27,8 +37,11 @@ import math
 import os
 import random
 import ssl
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -54,6 +67,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.telnyx.com"
 PAGE_SIZE = 250  # the API's maximum; larger sizes are answered with a 400
+LIST_PATH = "/phone_numbers"
 KIND = "telnyx"
 _TRANSIENT_STATUSES = {408, 409, 425, 429}
 
@@ -116,6 +130,8 @@ class TelnyxSource:
 
     ``max_attempts`` / ``backoff_base`` / ``max_backoff`` / ``max_retry_after`` shape the per-page
     retries; ``sleep`` is how the wait happens (tests pass a recorder to check the delays).
+    ``concurrency`` pages are fetched at once after the first (1: strictly one after another);
+    ``page_size`` exists for tests that need many pages (the API's maximum is the default).
     """
 
     kind = KIND
@@ -129,10 +145,14 @@ class TelnyxSource:
         backoff_base: float = 0.5,
         max_backoff: float = 30.0,
         max_retry_after: float = 60.0,
+        concurrency: int = 4,
+        page_size: int = PAGE_SIZE,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        if max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1")
+        if max_attempts < 1 or concurrency < 1:
+            raise ValueError("max_attempts and concurrency must be at least 1")
+        if not 1 <= page_size <= PAGE_SIZE:
+            raise ValueError(f"page_size must be between 1 and {PAGE_SIZE}")
         self.name = cfg.name
         self._cfg = cfg
         self._on_request = on_request
@@ -140,7 +160,10 @@ class TelnyxSource:
         self.backoff_base = backoff_base
         self.max_backoff = max_backoff
         self.max_retry_after = max_retry_after
+        self.concurrency = concurrency
+        self.page_size = page_size
         self._sleep = sleep
+        self._routes = frozenset(cfg.routes_to_vapi)
         verify: ssl.SSLContext | bool = ssl_context_with_extra_ca(cfg.ca_bundle) if cfg.ca_bundle else True
         http_client = telnyx.DefaultHttpxClient(
             verify=verify,
@@ -166,42 +189,44 @@ class TelnyxSource:
         self._client.close()
 
     def list_numbers(self) -> Iterator[SourceRecord]:
-        """Every owned number, one page of 250 at a time, each page retried on its own."""
-        page_number = 1
-        seen = 0
-        max_total_results = 0
-        previous_ids: tuple[str, ...] | None = None
-        while True:
-            data, meta = self._fetch_page(page_number)
-            total_pages, total_results = meta["total_pages"], meta["total_results"]
-            if page_number > max(total_pages, 1) and data:
-                raise self._protocol(f"page {page_number} has numbers beyond total_pages {total_pages}")
-            ids = tuple(str(item.get("id")) for item in data)
-            if data and ids == previous_ids:
-                raise self._protocol(f"page {page_number} repeats the previous page")
-            previous_ids = ids
-            seen += len(data)
-            max_total_results = max(max_total_results, total_results)
-            if seen > max_total_results:
-                raise self._protocol(f"listed {seen} numbers, more than total_results {max_total_results}")
-            for item in data:
-                yield self._record(item)
-            if not data or page_number >= total_pages:
-                return
-            page_number += 1
+        """Every owned number: page 1, then the rest ``concurrency`` at a time, each retried alone."""
+        paging = _Paging(self)
+        data, meta = self._fetch_page(1)
+        yield from paging.check(1, data, meta)
+        if paging.done:
+            return
+        pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix=f"numsync-{self.name}")
+        pending: deque[tuple[int, Future[tuple[list[dict[str, Any]], dict[str, Any]]]]] = deque()
+        stop = threading.Event()  # set when the listing ends early: workers then stop retrying
+        next_page = 2
+        try:
+            while True:
+                # ask up to the page count the latest page reported, never more than 2x the pool ahead
+                while next_page <= paging.total_pages and len(pending) < 2 * self.concurrency:
+                    pending.append((next_page, pool.submit(self._fetch_page, next_page, stop)))
+                    next_page += 1
+                page_number, future = pending.popleft()  # never empty: the last page read was not the last
+                data, meta = future.result()
+                yield from paging.check(page_number, data, meta)
+                if paging.done:
+                    return
+        finally:
+            stop.set()
+            pool.shutdown(wait=True, cancel_futures=True)
 
     # -- one page, with retries ------------------------------------------------------------------
-    def _fetch_page(self, page_number: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    def _fetch_page(
+        self, page_number: int, stop: threading.Event | None = None
+    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         attempt = 1
+        params = {"page[number]": page_number, "page[size]": self.page_size}
         while True:
             try:
                 with self._translate("list_numbers"):
-                    raw = self._client.phone_numbers.with_raw_response.list(
-                        page_number=page_number, page_size=PAGE_SIZE
-                    )
-                    return self._parse_page(raw.read(), raw.headers, page_number)
+                    response = self._client.get(LIST_PATH, cast_to=httpx.Response, options={"params": params})
+                    return self._parse_page(response.content, response.headers, page_number)
             except TransientError as exc:
-                if attempt >= self.max_attempts:
+                if attempt >= self.max_attempts or (stop is not None and stop.is_set()):
                     raise
                 delay = self._delay(attempt, exc.retry_after)
                 log.info(
@@ -256,14 +281,16 @@ class TelnyxSource:
             routing = f"connection {connection} ({connection_name})"
         else:
             routing = f"connection {connection}"
-        allowed = self._cfg.routes_to_vapi
         labels: dict[str, str] = {}
         tags = item.get("tags")
         if isinstance(tags, list) and tags:
             labels["tags"] = ",".join(str(t) for t in tags)
-        for key, label in (("country_iso_alpha2", "country"), ("customer_reference", "customer_reference")):
-            if item.get(key):
-                labels[label] = str(item[key])
+        country = item.get("country_iso_alpha2")
+        if country:
+            labels["country"] = str(country)
+        reference = item.get("customer_reference")
+        if reference:
+            labels["customer_reference"] = str(reference)
         status = item.get("status")
         return SourceRecord(
             number=number,
@@ -272,7 +299,7 @@ class TelnyxSource:
             status=str(status) if status is not None else None,
             labels=labels,
             routing=routing,
-            routed_elsewhere=bool(allowed) and connection is not None and connection not in allowed,
+            routed_elsewhere=bool(self._routes) and connection is not None and connection not in self._routes,
         )
 
     # -- errors and metrics ---------------------------------------------------------------------
@@ -343,6 +370,40 @@ class TelnyxSource:
                 retry_after=_retry_after(exc.response.headers), **kw,
             )
         return PermanentError(f"Telnyx answered {status} for source {self.name}{detail}", **kw)
+
+
+class _Paging:
+    """The loop guards of one listing, applied to pages in page order (whoever fetched them).
+
+    ``check`` validates a page and returns its records; ``done`` says the listing is complete and
+    ``total_pages`` how far the latest page says it goes. A server that repeats a page, lists more
+    numbers than it counts or keeps promising one more page ends in a ``ProtocolError``.
+    """
+
+    def __init__(self, source: TelnyxSource) -> None:
+        self._source = source
+        self.seen = 0
+        self.max_total_results = 0
+        self.total_pages = 1
+        self.done = False
+        self._previous_ids: tuple[str, ...] | None = None
+
+    def check(self, page_number: int, data: list[dict[str, Any]], meta: dict[str, Any]) -> list[SourceRecord]:
+        source = self._source
+        total_pages, total_results = meta["total_pages"], meta["total_results"]
+        if page_number > max(total_pages, 1) and data:
+            raise source._protocol(f"page {page_number} has numbers beyond total_pages {total_pages}")
+        ids = tuple(str(item.get("id")) for item in data)
+        if data and ids == self._previous_ids:
+            raise source._protocol(f"page {page_number} repeats the previous page")
+        self._previous_ids = ids
+        self.seen += len(data)
+        self.max_total_results = max(self.max_total_results, total_results)
+        if self.seen > self.max_total_results:
+            raise source._protocol(f"listed {self.seen} numbers, more than total_results {self.max_total_results}")
+        self.total_pages = total_pages
+        self.done = not data or page_number >= total_pages
+        return [source._record(item) for item in data]
 
 
 def _error_detail(body: object) -> str:

@@ -21,15 +21,18 @@ from pathlib import Path
 from typing import Any
 
 import certifi
+import phonenumbers
 import pytest
 import requests
 import trustme
 import urllib3.exceptions
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.response import Response as TwilioResponse
 
-from numsync.adapters.base import Source, VapiOwner
-from numsync.adapters.twilio import TwilioSource, _TwilioHttp, build, combined_ca_bundle, routing_of
+from numsync.adapters.base import Source, VapiOwner, to_e164
+from numsync.adapters.twilio import TwilioSource, _TwilioHttp, build, combined_ca_bundle, country_of, routing_of
 from numsync.config import TwilioSourceConfig
 from numsync.errors import (
     AdapterError,
@@ -40,7 +43,7 @@ from numsync.errors import (
     ProtocolError,
     TransientError,
 )
-from numsync.sandbox.server import EmulatorServer
+from numsync.sandbox.server import EmulatorServer, Request, Response, json_response
 from numsync.sandbox.twilio import TwilioEmulator
 
 AC = "AC" + "1" * 32
@@ -184,6 +187,78 @@ def test_records_are_normalised(emu: TwilioEmulator, h: Harness) -> None:
     assert got["12345"].e164 is None
     assert "country" not in got["12345"].labels
     assert (got["+1415555010"].e164, got["+1415555010"].routed_elsewhere) == (None, True)
+
+
+def _country_by_parsing(e164: str) -> str | None:
+    """What the adapter used to do (and what country_of must still answer): parse, then look up."""
+    try:
+        region = phonenumbers.region_code_for_number(phonenumbers.parse(e164))
+    except phonenumbers.NumberParseException:
+        return None
+    return region if region and region.isalpha() and region != "ZZ" else None
+
+
+@pytest.mark.parametrize("raw", [
+    "+14155550100", "+14165550100", "+18095550100", "+12425550100", "+14150000005",  # US, CA, DO, BS, invalid
+    "+442071838750", "+447624123456", "+441481123456", "+441534123456",  # GB, IM, GG, JE
+    "+390669812345", "+39066981234", "+393123456789", "+3900012345", "+79123456789", "+77012345678",
+    "+80012345678", "+882345678901", "+5978123456", "+262262123456", "+262269612345", "+61891621234",
+])
+def test_country_of_answers_what_parsing_the_number_again_would(raw: str) -> None:
+    e164 = to_e164(raw)
+    assert e164 is not None
+    assert country_of(e164) == _country_by_parsing(e164)
+
+
+def test_country_of_agrees_with_phonenumbers_on_every_region_sharing_a_calling_code() -> None:
+    checked = 0
+    for code, regions in phonenumbers.COUNTRY_CODE_TO_REGION_CODE.items():
+        if len(regions) < 2:
+            continue
+        for region in regions:
+            for kind in phonenumbers.PhoneNumberType.values():
+                example = phonenumbers.example_number_for_type(region, kind)
+                if example is None:
+                    continue
+                e164 = to_e164(phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.E164))
+                if e164 is None:
+                    continue
+                for variant in (e164, e164[:-1] + str((int(e164[-1]) + 5) % 10), e164 + "0"):
+                    assert country_of(variant) == _country_by_parsing(variant), (code, region, variant)
+                    checked += 1
+    assert checked > 300
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.from_regex(r"\+[0-9]{1,4}[018]{0,3}[0-9]{1,12}", fullmatch=True))
+def test_country_of_matches_parsing_for_any_plus_and_digits(raw: str) -> None:
+    # to_e164's output is the contract, but any '+digits' text must get parse's answer too
+    assert country_of(raw) == _country_by_parsing(raw)
+    e164 = to_e164(raw)
+    if e164 is not None:
+        assert country_of(e164) == _country_by_parsing(e164)
+
+
+def test_records_are_read_without_an_sdk_instance_each(emu: TwilioEmulator, h: Harness) -> None:
+    # raw dicts from the SDK's page: nothing else is read from them than the documented fields
+    emu.add_number(AC, "+14155550100", friendly_name="", voice_url=VAPI_URL, status="in-use")
+    emu.update_number(AC, "+14155550100", status=None)
+    (rec,) = list(h.source().list_numbers())
+    assert (rec.status, dict(rec.labels)) == (None, {"country": "US"})  # an empty friendly_name is no label
+
+
+def test_a_record_that_is_not_an_object_is_a_protocol_error() -> None:
+    class Garbled(TwilioEmulator):
+        def _list(self, req: Request, account_sid: str) -> Response:
+            return json_response({"incoming_phone_numbers": ["+14155550100"], "next_page_uri": None, "page": 0})
+
+    with EmulatorServer(Garbled({AC: TOKEN})) as srv:
+        harness = Harness(srv)
+        try:
+            with pytest.raises(ProtocolError, match="not an object"):
+                list(harness.source().list_numbers())
+        finally:
+            harness.close()
 
 
 @pytest.mark.parametrize(
@@ -565,6 +640,20 @@ def test_emulator_envelope_cap_and_previous_page(emu: TwilioEmulator, server: Em
     status, filtered = _get(server, LIST_PATH + "?PhoneNumber=555000*")
     assert [n["phone_number"] for n in filtered["incoming_phone_numbers"]] == [
         "+14155550000", "+14155550001", "+14155550002", "+14155550003", "+14155550004"]
+
+
+def test_emulator_pages_are_plain_json_and_follow_updates(emu: TwilioEmulator, server: EmulatorServer) -> None:
+    seeded = seed(emu, 3)
+    auth = base64.b64encode(f"{AC}:{TOKEN}".encode()).decode()
+    resp = requests.get(server.url + LIST_PATH, headers={"Authorization": f"Basic {auth}"}, timeout=5)
+    body = resp.json()
+    assert resp.content == json.dumps(body).encode()  # byte for byte what json.dumps would send
+    assert [n["sid"] for n in body["incoming_phone_numbers"]] == [n["sid"] for n in seeded]
+    emu.update_number(AC, seeded[1]["sid"], voice_url="https://elsewhere.example/voice")  # cached JSON goes
+    emu.remove_number(AC, seeded[0]["sid"])
+    _status, again = _get(server, LIST_PATH)
+    assert [n["voice_url"] for n in again["incoming_phone_numbers"]] == ["https://elsewhere.example/voice",
+                                                                         VAPI_URL]
 
 
 def test_emulator_state_holds_no_secret_and_scales(emu: TwilioEmulator) -> None:

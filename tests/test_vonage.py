@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import base64
 import gc
+import importlib.metadata
 import inspect
 import json
 import logging
 import os
+import subprocess
+import sys
 import types
 from collections.abc import Iterator
 from pathlib import Path
@@ -116,6 +119,22 @@ def seed(emu: VonageEmulator, n: int) -> list[str]:
 
 def indices(emu: VonageEmulator) -> list[str]:
     return [q["index"][0] for _m, _p, q, _s in emu.requests_to("GET", PATH)]
+
+
+# -- the SDK, without its facade -----------------------------------------------------------------
+def test_the_adapter_does_not_import_the_vonage_facade() -> None:
+    # the facade imports fourteen other APIs (~0.15 s of CPU); the HTTP layer and Numbers suffice
+    code = "import sys, numsync.adapters.vonage; print('vonage' in sys.modules, 'vonage_voice' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.split() == ["False", "False"]
+
+
+def test_requests_carry_the_sdk_user_agent(emu: VonageEmulator, h: Harness) -> None:
+    seed(emu, 1)
+    agents: list[str | None] = []
+    emu.after_request.append(lambda req, _resp: agents.append(req.headers.get("user-agent")))
+    assert len(list(h.source().list_numbers())) == 1
+    assert agents and (agents[0] or "").startswith(f"vonage-python-sdk/{importlib.metadata.version('vonage')} ")
 
 
 # -- paging ------------------------------------------------------------------------------------

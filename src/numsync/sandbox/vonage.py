@@ -250,7 +250,9 @@ class VonageEmulator(Emulator):
         page = items[(index - 1) * size : index * size]
         payload: dict[str, Any] = {"count": count}
         if page and self.paging_fault != "drop_numbers":
-            payload["numbers"] = [copy.deepcopy(r) for r in page]
+            # records are never changed in place (features is their only nested value): a shallow
+            # copy per page is enough, and deepcopy was most of the emulation's time per page
+            payload["numbers"] = [{**r, "features": list(r["features"])} for r in page]
         return json_response(payload)
 
     def _filtered(self, req: Request, pattern: str | None, how: int) -> list[dict[str, Any]]:
