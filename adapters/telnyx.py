@@ -261,7 +261,8 @@ class TelnyxSource:
         numbers: dict[str, Any] = {}
         for key in ("page_number", "total_pages", "total_results"):
             value = meta.get(key)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            if (isinstance(value, bool) or not isinstance(value, int | float)
+                    or (isinstance(value, float) and not math.isfinite(value)) or not 0 <= value <= 10**8):
                 raise self._protocol(f"page {page_number} has no usable meta.{key}")
             numbers[key] = int(value)
         if numbers["page_number"] != page_number:
@@ -387,6 +388,7 @@ class _Paging:
         self.total_pages = 1
         self.done = False
         self._previous_ids: tuple[str, ...] | None = None
+        self._first_total: int | None = None
 
     def check(self, page_number: int, data: list[dict[str, Any]], meta: dict[str, Any]) -> list[SourceRecord]:
         source = self._source
@@ -398,6 +400,15 @@ class _Paging:
             raise source._protocol(f"page {page_number} repeats the previous page")
         self._previous_ids = ids
         self.seen += len(data)
+        # Offset paging: a number bought or released between two page requests shifts the pages,
+        # hiding or repeating a number. A total that moves means the listing cannot be trusted.
+        if self._first_total is None:
+            self._first_total = total_results
+        elif total_results != self._first_total:
+            raise source._protocol(
+                f"the inventory changed while it was listed (total_results {self._first_total}, then "
+                f"{total_results} on page {page_number}); it is listed afresh next run"
+            )
         self.max_total_results = max(self.max_total_results, total_results)
         if self.seen > self.max_total_results:
             raise source._protocol(f"listed {self.seen} numbers, more than total_results {self.max_total_results}")

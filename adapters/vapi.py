@@ -426,7 +426,8 @@ class VapiClient:
             if not isinstance(value, kind):
                 raise _err(ProtocolError, f"Vapi's {where} of phone numbers has no '{name}'", _LIST_OP)
         total = metadata.get("totalItems")
-        if isinstance(total, bool) or not isinstance(total, int | float) or total < 0 or total != int(total):
+        if (isinstance(total, bool) or not isinstance(total, int | float) or not 0 <= total <= 10**8
+                or total != int(total)):
             raise _err(ProtocolError, f"Vapi's {where} of phone numbers has no valid 'totalItems'", _LIST_OP)
         label = "on the probe page" if page == 0 else f"on page {page}"
         records = [self._checked(r, label, index) for index, r in enumerate(results, 1)]

@@ -17,6 +17,9 @@ from .base import VapiNumber, VapiOwner
 
 __all__ = ["CARRIER_PROVIDERS", "owner_account", "owner_for", "to_vapi_number"]
 
+# Fields the engine reads as text; anything else in them means the record cannot be trusted.
+_TEXT_FIELDS = ("number", "sipUri", "status", "name", "twilioAccountSid", "credentialId", "createdAt", "updatedAt")
+
 # Providers whose records belong to a carrier account (the others, 'vapi', belong to no source).
 CARRIER_PROVIDERS = ("twilio", "telnyx", "vonage", "byo-phone-number")
 
@@ -34,20 +37,27 @@ def owner_account(record: dict[str, Any]) -> str | None:
 def to_vapi_number(record: dict[str, Any]) -> VapiNumber:
     """Read one (already redacted) record; raises ProtocolError naming the record when unusable."""
     rid = record.get("id")
-    if not isinstance(rid, str) or not rid:
-        raise ProtocolError("a Vapi record has no 'id'", api="vapi", operation="list")
+    if not isinstance(rid, str) or not rid or len(rid) > 64:
+        raise ProtocolError("a Vapi record has no usable 'id'", api="vapi", operation="list")
     provider = record.get("provider")
     if not isinstance(provider, str) or not provider:
         raise ProtocolError(f"Vapi record {rid} has no 'provider'", api="vapi", operation="list")
+    for key in _TEXT_FIELDS:
+        value = record.get(key)
+        if value is not None and not isinstance(value, str):
+            raise ProtocolError(
+                f"Vapi record {rid} has a {type(value).__name__} for '{key}' where text belongs",
+                api="vapi", operation="list",
+            )
     server = record.get("server") if isinstance(record.get("server"), dict) else {}
     routed = bool(
         record.get("assistantId") or record.get("squadId") or record.get("workflowId") or server.get("url")
     )
-    number = record.get("number")
+    number = (record.get("number") or "").strip()
     return VapiNumber(
         id=rid,
         provider=provider,
-        number=number if isinstance(number, str) and number else None,
+        number=number or None,
         sip_uri=record.get("sipUri") or None,
         status=record.get("status"),
         name=record.get("name"),

@@ -78,6 +78,8 @@ from numsync.errors import (
     TransientError,
 )
 
+MAX_PLAUSIBLE_COUNT = 10**8  # more numbers than any account holds: a broken answer, not an inventory
+
 __all__ = ["EXCEPTION_MAP", "VonageSource", "build", "translate_exception"]
 
 OnRequest = Callable[[str, str], None]
@@ -409,8 +411,11 @@ class VonageSource:
     def _checked(
         self, index: int, numbers: list[Any], page_count: int, count: int, seen: set[str]
     ) -> Iterator[SourceRecord]:
-        expected = max(0, min(self._page_size, count - (index - 1) * self._page_size))
         operation = f"list numbers page {index}"
+        if not 0 <= count <= MAX_PLAUSIBLE_COUNT:
+            raise ProtocolError(f"Vonage reported an implausible count of {count} numbers for source {self.name}",
+                                api=self.name, operation=operation)
+        expected = max(0, min(self._page_size, count - (index - 1) * self._page_size))
         if len(numbers) != expected:
             raise ProtocolError(
                 f"Vonage page {index} of source {self.name} held {len(numbers)} numbers where its count "

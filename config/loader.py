@@ -34,6 +34,10 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
     seen: set[Any] = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+        if not isinstance(key, str | int | float | bool) and key is not None:
+            raise yaml.constructor.ConstructorError(
+                None, None, "a key must be a plain name, not a list or a mapping", key_node.start_mark
+            )
         if key in seen:
             raise yaml.constructor.ConstructorError(
                 None, None, f"key '{key}' is given twice", key_node.start_mark
@@ -163,13 +167,22 @@ def parse_config(text: str, *, origin: str = "<config>", base_dir: Path | None =
         raise ConfigError(f"{origin}: malformed YAML at {where}: {exc.problem or exc.context}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{origin}: malformed YAML: {exc}") from None
+    except (ValueError, TypeError, OverflowError) as exc:
+        # YAML's own constructors: an unquoted date that is not a date (2024-13-01), !!float abc ...
+        raise ConfigError(f"{origin}: malformed YAML: a value cannot be read ({exc}); quote it") from None
+    except RecursionError:
+        raise ConfigError(f"{origin}: malformed YAML: nested too deeply (or an alias refers to itself)") from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{origin}: (top level): expected a mapping of keys, got {type(raw).__name__}")
-    raw = _expand(raw, env, (), origin)
+    try:
+        raw = _expand(raw, env, (), origin)
+    except RecursionError:
+        raise ConfigError(f"{origin}: an alias refers to itself") from None
     names: dict[str, int] = {}
-    for i, src in enumerate(raw.get("sources") or []):
+    sources = raw.get("sources")
+    for i, src in enumerate(sources if isinstance(sources, list) else []):
         if isinstance(src, dict) and isinstance(src.get("name"), str):
             if src["name"] in names:
                 raise ConfigError(

@@ -8,6 +8,7 @@ exception by accident; code that must send one calls ``.get_secret_value()`` at 
 from __future__ import annotations
 
 import re
+import string
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -31,6 +32,7 @@ __all__ = [
     "parse_duration",
 ]
 
+NAME_PLACEHOLDERS = frozenset({"source", "number", "kind", "carrier_id", "label"})
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -42,7 +44,10 @@ def parse_duration(value: Any) -> timedelta:
     if isinstance(value, bool):
         raise ValueError("expected a duration such as 15m, 1h or 90s")
     if isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:
+            raise ValueError(f"'{value}' is longer than ten years") from None
     elif isinstance(value, str):
         text = value.strip().lower()
         if not text:
@@ -59,6 +64,8 @@ def parse_duration(value: Any) -> timedelta:
         raise ValueError("expected a duration such as 15m, 1h or 90s")
     if seconds <= 0:
         raise ValueError("a duration must be positive")
+    if seconds > 10 * 365 * 86400:
+        raise ValueError(f"'{value}' is longer than ten years")
     return timedelta(seconds=seconds)
 
 
@@ -157,13 +164,19 @@ class ImportSettings(_Strict):
     @field_validator("name")
     @classmethod
     def _known_placeholders(cls, value: str) -> str:
+        # Only plain placeholders: an attribute, an index or a format spec would fail (or allocate
+        # gigabytes) at run time on a value the config check never saw.
         try:
-            value.format(source="s", number="+1", kind="k", carrier_id="c", label="l")
-        except (KeyError, IndexError, ValueError) as exc:
+            fields = [f for _, f, spec, conv in string.Formatter().parse(value) if f is not None or spec or conv]
+            specs = [(spec, conv) for _, f, spec, conv in string.Formatter().parse(value) if f is not None]
+        except ValueError as exc:
+            raise ValueError(f"name template is not valid: {exc}") from None
+        bad = [f for f in fields if f not in NAME_PLACEHOLDERS]
+        if bad or any(spec or conv for spec, conv in specs):
             raise ValueError(
-                f"unknown placeholder {exc} in name template; use {{source}}, {{number}}, {{kind}}, "
-                "{carrier_id} or {label}"
-            ) from None
+                f"unknown placeholder {{{(bad or ['...'])[0]}}} in name template; use {{source}}, {{number}}, "
+                "{kind}, {carrier_id} or {label}, without format specs"
+            )
         return value
 
 

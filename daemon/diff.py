@@ -118,6 +118,9 @@ def compute_findings(
 ) -> list[FindingDraft]:
     """Every finding of the run, merged by key (kind, number, source)."""
     ok = sorted(n for n, j in judgements.items() if j.status == "ok")
+    # A suspect source's inventory is not trusted enough to orphan its records, but a number it
+    # lists is still a number it owns: another source's record of it is 'moved', not 'orphaned'.
+    listed = sorted(n for n, j in judgements.items() if j.status != "failed")
     drafts: dict[str, FindingDraft] = {}
 
     def add(d: FindingDraft) -> None:
@@ -133,7 +136,7 @@ def compute_findings(
         add(d)
     for d in _missing(session, run_id, ok):
         add(d)
-    for d in _moved_and_orphaned(session, run_id, ok):
+    for d in _moved_and_orphaned(session, run_id, ok, listed):
         add(d)
     if not filtered:
         for d in _unmanaged(session, run_id):
@@ -199,14 +202,14 @@ def _missing(session: Session, run_id: str, ok: list[str]) -> Iterable[FindingDr
                                labels=label_rows.get((source, key)))
 
 
-def _moved_and_orphaned(session: Session, run_id: str, ok: list[str]) -> Iterable[FindingDraft]:
+def _moved_and_orphaned(session: Session, run_id: str, ok: list[str], listed: list[str]) -> Iterable[FindingDraft]:
     # orphaned: a Vapi record of an ok source whose number that source does not own.
-    # moved: the same, but another ok source owns the number (its name goes in detail).
+    # moved: the same, but another listed source owns the number (its name goes in detail).
     owned_here = sa.exists().where(C.run_id == run_id, C.source == V.source, C.match_key == V.match_key)
     c2 = sa.orm.aliased(C)
     owner = (
         sa.select(sa.func.min(c2.source))
-        .where(c2.run_id == run_id, c2.match_key == V.match_key, c2.source.in_(ok))
+        .where(c2.run_id == run_id, c2.match_key == V.match_key, c2.source.in_(listed))
         .scalar_subquery()
     )
     stmt = sa.select(V.vapi_id, V.source, V.match_key, owner).where(

@@ -85,6 +85,8 @@ def execute(
     chosen = [s for s in sources if not filtered or s.name in set(selected or ())]
     with sessions.begin() as session:
         # We hold the run lock, so a run still marked 'running' belongs to a process that died.
+        dead = sa.select(Run.id).where(Run.status == "running")
+        _skip_unattempted(session, dead, clock(), "the run was killed before this was attempted")
         session.execute(sa.update(Run).where(Run.status == "running").values(
             status="interrupted", outcome="error", error="the process running it stopped before it finished"))
         session.add(Run(id=run_id, seq=_next_seq(session), mode=mode, status="running", started_at=clock(),
@@ -138,6 +140,8 @@ def _execute(
     stats["vapi_seconds"] = round(snap.vapi_seconds, 3)
     stats["source_seconds"] = {n: round(o.seconds, 3) for n, o in snap.sources.items()}
     kinds = {s.name: s.kind for s in chosen}
+    if snap.vapi_error is None:
+        snap.vapi_error = _vapi_suspect(sessions, run_id, snap.vapi_numbers, config.policy.max_orphan_fraction)
 
     if snap.vapi_error is not None:
         with sessions.begin() as session:
@@ -221,6 +225,32 @@ def _execute(
                    status="interrupted" if stop is not None and stop.is_set() else "finished")
 
 
+def _skip_unattempted(session: Session, runs: Any, now: datetime, detail: str) -> None:
+    """Planned actions of a run that ended early are settled as skipped; the next plan re-plans them."""
+    session.execute(sa.update(Action).where(Action.run_id.in_(runs), Action.state == "planned")
+                    .values(state="skipped", detail=detail, finished_at=now))
+
+
+def _vapi_suspect(sessions: sessionmaker[Session], run_id: str, seen: int, max_fraction: float) -> str | None:
+    """Vapi's listing collapsed since the last run: believing it would import duplicates of everything.
+
+    Lookup-before-create cannot save us here, because search uses the same listing that just came
+    back empty. The same policy knob as a suspect source decides what counts as a collapse.
+    """
+    with sessions() as session:
+        previous = session.execute(
+            sa.select(Run.vapi_numbers).where(Run.id != run_id, Run.status == "finished",
+                                              Run.vapi_numbers.is_not(None), Run.vapi_numbers > 0)
+            .order_by(Run.seq.desc()).limit(1)
+        ).scalar_one_or_none()
+    if not previous:
+        return None
+    if seen == 0 or (previous >= 5 and (previous - seen) / previous > max_fraction):
+        return (f"suspect listing: {seen} records where the previous run saw {previous} "
+                f"(a drop above policy.max_orphan_fraction {max_fraction:g}); nothing was judged or imported")
+    return None
+
+
 def _finish(
     sessions: sessionmaker[Session],
     run_id: str,
@@ -239,6 +269,8 @@ def _finish(
     now = clock()
     summary = dict(sorted(Counter(d.kind for d in drafts).items()))
     with sessions.begin() as session:
+        if status == "interrupted":
+            _skip_unattempted(session, sa.select(sa.literal(run_id)), now, "not attempted: the run was stopped")
         _record_findings(session, run_id, drafts, now, judged, judge_nulls, vapi_ok=vapi_numbers is not None)
         session.execute(sa.update(Run).where(Run.id == run_id).values(
             status=status, outcome=outcome, finished_at=now, vapi_numbers=vapi_numbers,

@@ -171,21 +171,26 @@ def take_snapshot(
     return result
 
 
+def _cut(value: str | None, size: int) -> str | None:
+    """Fit a remote value into its column: PostgreSQL refuses an over-long one and fails the run."""
+    return value[:size] if value else value
+
+
 def _vapi_row(run_id: str, rec: VapiNumber, owners: dict[tuple[str, str], str]) -> dict[str, Any]:
     source = owners.get((rec.provider, rec.account)) if rec.account else None
     return {
         "run_id": run_id,
-        "vapi_id": rec.id,
-        "provider": rec.provider,
-        "number": rec.number,
-        "match_key": vapi_match_key(rec),
-        "sip_uri": rec.sip_uri,
-        "status": rec.status,
-        "name": (rec.name or None) and rec.name[:80],
-        "account": rec.account,
+        "vapi_id": _cut(rec.id, 64),
+        "provider": _cut(rec.provider, 32),
+        "number": _cut(rec.number, 64),
+        "match_key": _cut(vapi_match_key(rec), 64),
+        "sip_uri": _cut(rec.sip_uri, 255),
+        "status": _cut(rec.status, 16),
+        "name": _cut(rec.name, 80) or None,
+        "account": _cut(rec.account, 128),
         "source": source,
         "routed": rec.routed,
-        "created_at": rec.created_at,
+        "created_at": _cut(rec.created_at, 40),
         "updated_at": _parse_ts(rec.updated_at),
         "raw": dict(rec.raw),
     }
@@ -197,9 +202,9 @@ def _carrier_row(run_id: str, source: str, rec: SourceRecord, as_written: bool) 
         "run_id": run_id,
         "source": source,
         "number": rec.number[:128],
-        "match_key": key,
+        "match_key": _cut(key, 64),
         "carrier_id": rec.carrier_id[:128],
-        "status": rec.status,
+        "status": _cut(rec.status, 40),
         "labels": dict(rec.labels) or None,
         "routing": (rec.routing or None) and rec.routing[:255],
         "routed_elsewhere": rec.routed_elsewhere,

@@ -178,8 +178,8 @@ FAULTS: list[Fault] = [
     Fault("churn: release + buy", _churn(release=True, buy=True), CHURN, pages=2, findings="touched"),
     Fault("outage (all 503)", lambda w: w.on_any("status", status=503, times=FOREVER), everywhere("fails")),
     Fault("empty inventory", _empty, everywhere("fails", vapi="either"), history=True, findings="any"),
-    Fault("empty answer once", lambda w: w.on_listing("empty"), everywhere("fails", vapi="absorbed"), history=True,
-          findings="any"),  # Vapi looks empty for one run: everything is missing, lookups adopt it
+    Fault("empty answer once", lambda w: w.on_listing("empty"), everywhere("fails"), history=True,
+          findings="any"),  # Vapi looks empty after a run that saw records: suspect, nothing judged
     Fault("truncated JSON", lambda w: w.on_listing("truncated_json"), everywhere("fails")),
     Fault("malformed JSON", lambda w: w.on_listing("malformed_json"), everywhere("fails")),
     Fault("wrong content type", lambda w: w.on_listing("wrong_content_type"), everywhere("either")),
@@ -198,18 +198,10 @@ FAULTS: list[Fault] = [
 # Cases that break an invariant today: each is a bug described in the reason (xfail is strict, so a
 # fix turns them red until the entry is removed).
 KNOWN_BUGS: dict[tuple[str, str], str] = {
-    ("churn: release listed", "telnyx"): (
-        "Telnyx adapter pages by offset, newest first: a number released after page 1 was read shifts page 2 "
-        "by one, so the account's oldest number (+19705552200) is never listed and is reported orphaned "
-        "although Telnyx still owns it; the guard only catches growth (seen > total_results)"),
     ("churn: release + buy", "vonage"): (
         "Vonage adapter: a release and a purchase between page 1 and page 2 leave `count` unchanged, so the "
         "count guard passes while page 2 starts one number later: +447700901095 is never listed and is "
         "reported orphaned although Vonage still owns it"),
-    ("empty inventory", "vapi"): (
-        "Vapi answering every listing and search with nothing (after a run that saw 23 records): reconcile "
-        "imports every owned number, 19 of them numbers Vapi already holds (duplicates); Vapi is never judged "
-        "suspect the way an empty source is"),
 }
 
 CASES = [
