@@ -8,11 +8,13 @@ which SDK is behind it; adding a carrier is one module implementing ``Source`` p
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import phonenumbers
+from phonenumbers import PhoneMetadata
 
 __all__ = [
     "Source",
@@ -79,10 +81,21 @@ def to_e164(raw: str, *, default_region: str | None = None, assume_plus: bool = 
     """Read a carrier's number as E.164 ('+' and digits), or None when it is not a valid number.
 
     ``assume_plus`` is for carriers (Vonage) that return international digits without the '+'.
+    Plain '+digits' input takes a fast path that gives exactly what phonenumbers would (a test
+    compares the two on random input): a listing of 100,000 numbers spends 1.5 s in parse otherwise.
     """
     text = (raw or "").strip()
     if not text:
         return None
+    digits = text[1:] if text[:1] == "+" else (text if assume_plus else "")
+    if digits:
+        fast = _fast_e164(digits)
+        if fast is not None:
+            return fast
+    return _parse_e164(text, default_region=default_region, assume_plus=assume_plus)
+
+
+def _parse_e164(text: str, *, default_region: str | None, assume_plus: bool) -> str | None:
     if assume_plus and text.isdigit():
         text = "+" + text
     try:
@@ -92,6 +105,40 @@ def to_e164(raw: str, *, default_region: str | None = None, assume_plus: bool = 
     if not phonenumbers.is_possible_number(parsed):
         return None
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+_CALLING_CODES = phonenumbers.COUNTRY_CODE_TO_REGION_CODE
+_CODE_INFO: dict[int, tuple[re.Pattern[str] | None, frozenset[int]] | None] = {}
+
+
+def _code_info(code: int) -> tuple[re.Pattern[str] | None, frozenset[int]] | None:
+    """The national prefix pattern and the possible lengths of a calling code's main region."""
+    if code not in _CODE_INFO:
+        md = PhoneMetadata.metadata_for_region_or_calling_code(code, phonenumbers.region_code_for_country_code(code))
+        if md is None:
+            _CODE_INFO[code] = None
+        else:
+            prefix = md.national_prefix_for_parsing
+            lengths = set(md.general_desc.possible_length or ()) | set(md.general_desc.possible_length_local_only or ())
+            _CODE_INFO[code] = (re.compile(prefix) if prefix else None, frozenset(lengths))
+    return _CODE_INFO[code]
+
+
+def _fast_e164(digits: str) -> str | None:
+    """'+' + digits when phonenumbers would surely answer that; None means 'ask phonenumbers'."""
+    if not digits.isdigit() or digits[0] == "0" or len(digits) > 17:
+        return None
+    for width in (1, 2, 3):
+        code = int(digits[:width])
+        if code in _CALLING_CODES:
+            national = digits[width:]
+            info = _code_info(code)
+            if info is not None and 2 <= len(national) <= 17:
+                prefix, lengths = info
+                if (prefix is None or not prefix.match(national)) and len(national) in lengths:
+                    return "+" + digits
+            return None
+    return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -150,7 +150,7 @@ def main() -> None:
     floors = {
         "vapi": (minimum["vapi"] + 1) * args.latency / 8,  # probe + pages, 8 at a time
         "twilio": minimum["twilio"] * args.latency,  # next_page_uri: one page after another
-        "telnyx": minimum["telnyx"] * args.latency,
+        "telnyx": (1 + math.ceil((minimum["telnyx"] - 1) / 4)) * args.latency,  # first page, then 4 at a time
         "vonage": (1 + math.ceil((minimum["vonage"] - 1) / 4)) * args.latency,  # first page, then 4 at a time
     }
     floor = max(floors.values())
