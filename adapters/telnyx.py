@@ -30,7 +30,6 @@ why:
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import json
 import logging
 import math
@@ -42,7 +41,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +49,7 @@ import httpx
 import telnyx
 
 from numsync.adapters.base import SourceRecord, VapiOwner, to_e164
+from numsync.adapters.http_util import parse_retry_after
 from numsync.config import TelnyxSourceConfig
 from numsync.errors import (
     AdapterError,
@@ -96,22 +95,9 @@ def _retry_after(headers: httpx.Headers) -> float | None:
     """Seconds the server asked us to wait (retry-after-ms, retry-after seconds or HTTP date)."""
     with contextlib.suppress(ValueError):
         millis = headers.get("retry-after-ms")
-        if millis is not None:
+        if millis is not None and math.isfinite(float(millis)):
             return max(0.0, float(millis) / 1000)
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    return parse_retry_after(headers.get("retry-after"))
 
 
 def _cert_rejected(exc: BaseException) -> bool:

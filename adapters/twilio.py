@@ -26,7 +26,6 @@ This is the only module that imports ``twilio``. Why it looks the way it does:
 
 from __future__ import annotations
 
-import email.utils
 import http.client
 import json
 import os
@@ -56,6 +55,7 @@ from twilio.rest import Client
 from twilio.twiml import TwiMLException
 
 from numsync.adapters.base import SourceRecord, VapiOwner, to_e164
+from numsync.adapters.http_util import parse_retry_after
 from numsync.config import TwilioSourceConfig
 from numsync.errors import (
     AdapterError,
@@ -551,18 +551,7 @@ def _detail(text: str) -> tuple[str, bool]:
 
 def _retry_after(headers: Any) -> float | None:
     """Retry-After as seconds (a number or an HTTP date), or None when absent or unreadable."""
-    value = headers.get("Retry-After") if headers is not None else None
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
+    return parse_retry_after(headers.get("Retry-After") if headers is not None else None)
 
 
 def build(cfg: TwilioSourceConfig, *, on_request: OnRequest | None = None, **kwargs: Any) -> TwilioSource:

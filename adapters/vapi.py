@@ -30,7 +30,6 @@ The listing (``iter_records``):
 from __future__ import annotations
 
 import copy
-import email.utils
 import math
 import random
 import re
@@ -61,6 +60,8 @@ from numsync.errors import (
     TransientError,
 )
 from numsync.redaction import is_secret_key
+
+from .http_util import parse_retry_after
 
 __all__ = ["MAX_ROUNDS", "SECRET_FIELDS", "VapiClient", "VapiStats", "redact_record"]
 
@@ -158,23 +159,6 @@ class _RateLimiter:
             self._next = start + self._interval
         if start > now:
             time.sleep(start - now)
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date), or None."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def _backoff(attempt: int, base: float, retry_after: float | None, cap: float) -> float:

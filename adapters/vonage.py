@@ -33,7 +33,6 @@ The only module that imports the Vonage SDK. Why it is shaped the way it is:
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import functools
 import importlib.metadata
 import logging
@@ -67,6 +66,7 @@ from vonage_http_client import Auth, HttpClient, HttpClientOptions
 from vonage_numbers import ListOwnedNumbersFilter, Numbers
 
 from numsync.adapters.base import SourceRecord, VapiOwner, to_e164
+from numsync.adapters.http_util import parse_retry_after
 from numsync.config import VonageSourceConfig
 from numsync.errors import (
     AdapterError,
@@ -132,18 +132,8 @@ def _response_of(exc: BaseException) -> requests.Response | None:
 
 
 def _retry_after(resp: requests.Response | None, cap: float) -> float | None:
-    value = resp.headers.get("Retry-After") if resp is not None else None
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            moment = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        seconds = moment.timestamp() - time.time()
-    return max(0.0, min(seconds, cap))
+    seconds = parse_retry_after(resp.headers.get("Retry-After") if resp is not None else None)
+    return None if seconds is None else min(seconds, cap)
 
 
 def _title(resp: requests.Response) -> str | None:
