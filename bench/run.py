@@ -47,9 +47,10 @@ def main() -> None:
     ap.add_argument("--dbs", default="sqlite,postgres")
     ap.add_argument("--no-peer", action="store_true")
     ap.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
+    ap.add_argument("--render", type=Path, help="only render the table from this JSON-lines file of results")
     args = ap.parse_args()
-    results_file = Path(tempfile.mkstemp(suffix=".jsonl")[1])
-    for db in args.dbs.split(","):
+    results_file = args.render or Path(tempfile.mkstemp(suffix=".jsonl")[1])
+    for db in [] if args.render else args.dbs.split(","):
         for n in (int(x) for x in args.sizes.split(",")):
             cmd = [sys.executable, str(HERE / "bench_plan.py"), "--n", str(n), "--db", db, "--json", str(results_file)]
             if not args.no_peer and db == "sqlite":

@@ -279,6 +279,9 @@ def run_demo(directory: Path) -> int:
         print(f"exit status would be {rec.result.exit_code}\n")
         imported = [f["number"] for f in rec.report["findings"] if f["action_status"] == "done"]
         print(f"imported into Vapi: {', '.join(imported) or 'nothing'}")
+        print("twilio-legacy has wrong credentials on purpose: it shows how a failed source is reported")
+        print("(source_unavailable, exit status 1) while every other source is still reconciled.")
+        print(f"\nopen {directory / 'reconcile' / 'report.html'} in a browser for the full report")
         print(f"config used: {directory / 'numsync.yaml'}")
         for path in [*plan.paths, *rec.paths]:
             print(f"report: {path}")
