@@ -8,12 +8,13 @@ deleted before commit, and a failed Vapi listing fails the whole snapshot.
 
 from __future__ import annotations
 
+import json
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -23,14 +24,45 @@ from numsync.adapters.base import Source, SourceRecord, VapiApi, VapiNumber, to_
 from numsync.adapters.vapi_model import to_vapi_number
 from numsync.errors import NumsyncError
 
-from .models import CarrierRecord, VapiRecord
+from .models import CarrierRecord, UTCDateTime, VapiRecord
 
 __all__ = ["SnapshotResult", "SourceOutcome", "take_snapshot", "vapi_match_key"]
 
 BATCH = 2000
-# Core inserts: the ORM's bulk path costs a third more per row and a snapshot is all bulk.
-VAPI_TABLE = VapiRecord.__table__
-CARRIER_TABLE = CarrierRecord.__table__
+
+
+class _BulkWriter:
+    """Inserts snapshot rows through the driver's own executemany.
+
+    A snapshot is all bulk, and SQLAlchemy's per-row parameter processing (type decorators, JSON)
+    was a third of a 100,000-number run's CPU. The values are converted here the way the column
+    types would convert them: JSON as text, datetimes as SQLite's text form or aware for PostgreSQL.
+    """
+
+    def __init__(self, session: Session, table: sa.Table) -> None:
+        self._conn = session.connection()
+        self._sqlite = self._conn.dialect.name == "sqlite"
+        self.columns = [c.name for c in table.columns if c.name != "id"]
+        mark = "?" if self._conn.dialect.paramstyle == "qmark" else "%s"
+        self._sql = (f"INSERT INTO {table.name} ({', '.join(self.columns)}) "
+                     f"VALUES ({', '.join([mark] * len(self.columns))})")
+        self._json = [isinstance(table.c[n].type, sa.JSON) for n in self.columns]
+        self._when = [isinstance(table.c[n].type, UTCDateTime) for n in self.columns]
+
+    def _convert(self, row: tuple[Any, ...]) -> tuple[Any, ...]:
+        out = list(row)
+        for i, value in enumerate(out):
+            if value is None:
+                continue
+            if self._json[i]:
+                out[i] = json.dumps(value)
+            elif self._when[i] and self._sqlite:
+                out[i] = value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+        return tuple(out)
+
+    def write(self, rows: list[tuple[Any, ...]]) -> None:
+        if rows:
+            self._conn.exec_driver_sql(self._sql, [self._convert(r) for r in rows])
 Progress = Callable[[str, int, int | None], None]
 
 
@@ -129,6 +161,8 @@ def take_snapshot(
         t.start()
     pending = len(threads)
     seen_vapi_ids: set[str] = set()
+    vapi_writer = _BulkWriter(session, VapiRecord.__table__)
+    carrier_writer = _BulkWriter(session, CarrierRecord.__table__)
     while pending:
         tag, payload = q.get()
         if payload is _DONE or isinstance(payload, BaseException):
@@ -147,13 +181,12 @@ def take_snapshot(
                     continue
                 seen_vapi_ids.add(rec.id)
                 rows.append(_vapi_row(run_id, rec, owners))
-            if rows:
-                session.execute(VAPI_TABLE.insert(), rows)
+            vapi_writer.write(rows)
             result.vapi_numbers = len(seen_vapi_ids)
         else:
             out = result.sources[tag]
             raw = tag in byo_raw_sources
-            session.execute(CARRIER_TABLE.insert(), [_carrier_row(run_id, tag, r, raw) for r in payload])
+            carrier_writer.write([_carrier_row(run_id, tag, r, raw) for r in payload])
             out.numbers += len(payload)
             if progress:
                 progress(tag, out.numbers, None)
@@ -176,36 +209,38 @@ def _cut(value: str | None, size: int) -> str | None:
     return value[:size] if value else value
 
 
-def _vapi_row(run_id: str, rec: VapiNumber, owners: dict[tuple[str, str], str]) -> dict[str, Any]:
+def _vapi_row(run_id: str, rec: VapiNumber, owners: dict[tuple[str, str], str]) -> tuple[Any, ...]:
+    """One vapi_records row, in the table's column order (checked by a test)."""
     source = owners.get((rec.provider, rec.account)) if rec.account else None
-    return {
-        "run_id": run_id,
-        "vapi_id": _cut(rec.id, 64),
-        "provider": _cut(rec.provider, 32),
-        "number": _cut(rec.number, 64),
-        "match_key": _cut(vapi_match_key(rec), 64),
-        "sip_uri": _cut(rec.sip_uri, 255),
-        "status": _cut(rec.status, 16),
-        "name": _cut(rec.name, 80) or None,
-        "account": _cut(rec.account, 128),
-        "source": source,
-        "routed": rec.routed,
-        "created_at": _cut(rec.created_at, 40),
-        "updated_at": _parse_ts(rec.updated_at),
-        "raw": dict(rec.raw),
-    }
+    return (
+        run_id,
+        _cut(rec.id, 64),
+        _cut(rec.provider, 32),
+        _cut(rec.number, 64),
+        _cut(vapi_match_key(rec), 64),
+        _cut(rec.sip_uri, 255),
+        _cut(rec.status, 16),
+        _cut(rec.name, 80) or None,
+        _cut(rec.account, 128),
+        source,
+        rec.routed,
+        _cut(rec.created_at, 40),
+        _parse_ts(rec.updated_at),
+        rec.raw,
+    )
 
 
-def _carrier_row(run_id: str, source: str, rec: SourceRecord, as_written: bool) -> dict[str, Any]:
+def _carrier_row(run_id: str, source: str, rec: SourceRecord, as_written: bool) -> tuple[Any, ...]:
+    """One carrier_records row, in the table's column order (id is generated)."""
     key = rec.number.strip() if as_written else rec.e164
-    return {
-        "run_id": run_id,
-        "source": source,
-        "number": rec.number[:128],
-        "match_key": _cut(key, 64),
-        "carrier_id": rec.carrier_id[:128],
-        "status": _cut(rec.status, 40),
-        "labels": dict(rec.labels) or None,
-        "routing": (rec.routing or None) and rec.routing[:255],
-        "routed_elsewhere": rec.routed_elsewhere,
-    }
+    return (
+        run_id,
+        source,
+        rec.number[:128],
+        _cut(key, 64),
+        rec.carrier_id[:128],
+        _cut(rec.status, 40),
+        dict(rec.labels) or None,
+        _cut(rec.routing, 255) or None,
+        rec.routed_elsewhere,
+    )

@@ -16,11 +16,12 @@ import httpx
 import jsonschema
 import pytest
 import sqlalchemy as sa
+import sqlalchemy.orm
 
 from numsync.app import run_once
 from numsync.config import Config, parse_config
 from numsync.daemon.db import make_engine
-from numsync.daemon.models import Action, FindingState, Run, VapiRecord
+from numsync.daemon.models import Action, CarrierRecord, FindingState, Run, VapiRecord
 from numsync.sandbox.server import EmulatorServer
 from numsync.sandbox.vapi import VapiEmulator
 
@@ -197,4 +198,31 @@ def test_first_seen_at_persists_and_resolves(tmp_path: Path, db_url: str, vapi: 
     with engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(FindingState)).scalar() == 0
         assert conn.execute(sa.select(sa.func.count()).select_from(Run)).scalar() == 4
+    engine.dispose()
+
+
+def test_snapshot_rows_read_back_as_written(tmp_path: Path, db_url: str, vapi: Any) -> None:
+    """The snapshot is written through the driver's executemany: every type must read back intact."""
+    emu, server = vapi
+    trunk = write_csv(tmp_path / "t.csv", ["+14155550100"])
+    rec = emu.add("byo-phone-number", number="+14155550100", credentialId="cred-t", assistantId=ASSISTANT,
+                  updatedAt="2026-01-02T03:04:05.678Z", name="front desk")
+    cfg = make_config(tmp_path, db_url, server.url, f"""
+  - name: trunk-t
+    kind: byo
+    numbers_file: {trunk}
+    vapi_credential_id: cred-t
+""")
+    out = run_once(cfg, mode="plan")
+    engine = make_engine(db_url)
+    with sa.orm.Session(engine) as session:
+        row = session.get(VapiRecord, (out.result.run_id, rec["id"]))
+        assert row is not None
+        assert row.updated_at == datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
+        assert (row.routed, row.source, row.name, row.match_key) == (True, "trunk-t", "front desk", "+14155550100")
+        assert row.raw["id"] == rec["id"]
+        carrier = session.execute(sa.select(CarrierRecord)).scalar_one()
+        assert (carrier.source, carrier.match_key, carrier.carrier_id) == ("trunk-t", "+14155550100", "line 2")
+        assert carrier.labels == {"label": "line 0"}
+        assert carrier.routed_elsewhere is False
     engine.dispose()
