@@ -65,7 +65,9 @@ def main() -> None:
         "Emulated latency 20 ms per request; each API's emulation runs in its own process; numsync's",
         "figures are for the `numsync plan` process alone. Floor = the latency floor of the critical path",
         "(the slowest API's pages x latency / its concurrency). Requests are numsync's, against the minimum",
-        "(pages of the largest size each API allows). Ratios matter more than seconds on a shared machine.",
+        "(pages of the largest size each API allows; Vapi's minimum leaves out its one probe request).",
+        "The naive peer (bench/naive_peer.py) lists the same emulators sequentially with the official SDKs",
+        "and `requests`, and diffs in Python sets. Ratios matter more than seconds on a shared machine.",
         "",
         "| numbers | db | wall s | floor s | wall/floor | diff s | requests (min) | peak RSS MB | naive peer s "
         "| speed-up |",
