@@ -15,20 +15,11 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from numsync.reports.jsonfmt import FINDING_KEYS
+
 __all__ = ["CSV_COLUMNS", "render_csv"]
 
-CSV_COLUMNS = (
-    "run_id",
-    "kind",
-    "number",
-    "source",
-    "vapi_ids",
-    "carrier_id",
-    "first_seen_at",
-    "action",
-    "action_status",
-    "detail",
-)
+CSV_COLUMNS = ("run_id", *FINDING_KEYS)  # one row per finding, led by the run it belongs to
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _PLAIN_NUMBER = re.compile(r"[+-]?[0-9][0-9 ().-]*\Z")

@@ -164,6 +164,15 @@ class Emulator:
         self.after_request: list[Callable[[Request, Response], None]] = []
         self.empty_inventory = False
 
+    def reset_traffic(self) -> None:
+        """Forget faults, hooks, latency and the request log (subclasses also drop their records)."""
+        with self.lock:
+            self.requests.clear()
+            self.after_request.clear()
+            self.empty_inventory = False
+        self.faults.clear()
+        self.faults.latency = 0.0
+
     def route(self, method: str, pattern: str, handler: Callable[..., Response]) -> None:
         self._routes.append((method, re.compile(f"^{pattern}$"), handler))
 

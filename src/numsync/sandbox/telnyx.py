@@ -189,13 +189,9 @@ class TelnyxEmulator(Emulator):
             self._records.clear()
             self._by_number.clear()
             self._by_id.clear()
-            self.requests.clear()
-            self.after_request.clear()
-            self.faults.clear()
-            self.faults.latency = 0.0
             self.paging_fault = None
-            self.empty_inventory = False
             self._changed()
+        self.reset_traffic()
 
     def dump_state(self) -> dict[str, Any]:
         with self.lock:

@@ -93,12 +93,8 @@ class TwilioEmulator(Emulator):
         with self.lock:
             self._inventories.clear()
             self._by_number.clear()
-            self.requests.clear()
-            self.after_request.clear()
-            self.faults.clear()
-            self.faults.latency = 0.0
             self.paging_fault = None
-            self.empty_inventory = False
+        self.reset_traffic()
 
     # -- seeding --------------------------------------------------------------------------------
     def add_number(

@@ -174,10 +174,7 @@ class VonageEmulator(Emulator):
             self._numbers.clear()
             self._ordered = None
             self.paging_fault = None
-            self.requests.clear()
-            self.after_request.clear()
-        self.faults.clear()
-        self.faults.latency = 0.0
+        self.reset_traffic()
 
     def numbers(self) -> list[dict[str, Any]]:
         with self.lock:
