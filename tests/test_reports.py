@@ -1,4 +1,4 @@
-"""Tests of numsync.reports: each format rendered from realistic reports, read back as a consumer would.
+"""Tests of numsync.reporting: each format rendered from realistic reports, read back as a consumer would.
 
 The JSON is validated against the strict schema in tests/schemas, the CSV is read with
 ``csv.DictReader``, the SVG is parsed as XML, and the HTML and Markdown are checked for the
@@ -20,7 +20,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from numsync.reports import (
+from numsync.reporting import (
     CSV_COLUMNS,
     FORMATS,
     ReportContext,
@@ -34,8 +34,8 @@ from numsync.reports import (
     slack_summary,
     write_reports,
 )
-from numsync.reports.kinds import KINDS
-from numsync.reports.markdown import MAX_ROWS
+from numsync.reporting.kinds import KINDS
+from numsync.reporting.markdown import MAX_ROWS
 
 SCHEMA = json.loads((Path(__file__).parent / "schemas" / "report.schema.json").read_text())
 HOSTILE = '<script>alert("x")</script> & | `tick` [link](http://evil) =cmd'

@@ -27,7 +27,7 @@ from numsync.config import Config, parse_config
 from numsync.daemon.locks import RUN_LOCK, DatabaseLock
 from numsync.daemon.models import Run
 from numsync.errors import ConfigError
-from numsync.reports import ReportContext
+from numsync.reporting import ReportContext
 from numsync.sandbox.server import EmulatorServer
 from numsync.sandbox.vapi import VapiEmulator
 from numsync.service import Daemon

@@ -27,7 +27,7 @@ from numsync.daemon.run import RunResult, execute
 from numsync.errors import ConfigError, NumsyncError, PermanentError
 from numsync.metrics import Metrics
 from numsync.redaction import SECRETS
-from numsync.reports import ReportContext, write_reports
+from numsync.reporting import ReportContext, write_reports
 
 __all__ = ["RunOutput", "register_secrets", "render_stored", "run_once", "utcnow"]
 

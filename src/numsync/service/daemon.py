@@ -37,7 +37,7 @@ from numsync.daemon.models import Finding, Run, RunSource
 from numsync.daemon.report_data import build_report, resolve_run_id
 from numsync.errors import ConfigError, DatabaseError, LockHeld, NumsyncError
 from numsync.metrics import Metrics
-from numsync.reports import build_context, slack_summary
+from numsync.reporting import build_context, slack_summary
 
 from .http import ProbeServer, Readiness
 from .leader import Backoff, LeaderLease

@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 import structlog
 
-from numsync.reports import ReportContext, write_reports
+from numsync.reporting import ReportContext, write_reports
 
 __all__ = ["LATEST", "folder_name", "post_webhook", "previous_run_prefix", "prune", "write_nightly"]
 

@@ -16,11 +16,11 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from numsync.reports.context import ReportContext
-from numsync.reports.csvfmt import render_csv
-from numsync.reports.htmlfmt import render_html
-from numsync.reports.jsonfmt import render_json
-from numsync.reports.markdown import render_markdown
+from numsync.reporting.context import ReportContext
+from numsync.reporting.csvfmt import render_csv
+from numsync.reporting.htmlfmt import render_html
+from numsync.reporting.jsonfmt import render_json
+from numsync.reporting.markdown import render_markdown
 
 __all__ = ["EXTENSIONS", "FORMATS", "render", "write_reports"]
 

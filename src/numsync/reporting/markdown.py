@@ -12,8 +12,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from numsync.reports.context import ReportContext
-from numsync.reports.kinds import finding_key, fmt_int, fmt_time, kind_counts, kind_info, ordered_kinds
+from numsync.reporting.context import ReportContext
+from numsync.reporting.kinds import finding_key, fmt_int, fmt_time, kind_counts, kind_info, ordered_kinds
 
 __all__ = ["MAX_ROWS", "render_markdown"]
 

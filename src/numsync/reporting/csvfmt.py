@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from numsync.reports.jsonfmt import FINDING_KEYS
+from numsync.reporting.jsonfmt import FINDING_KEYS
 
 __all__ = ["CSV_COLUMNS", "render_csv"]
 

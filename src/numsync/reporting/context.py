@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from numsync.reports.kinds import finding_key, kind_counts, parse_time
+from numsync.reporting.kinds import finding_key, kind_counts, parse_time
 
 __all__ = ["HISTORY_RUNS", "ReportContext", "build_context", "history_entry", "history_with"]
 

@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from numsync.reports.kinds import ordered_kinds
+from numsync.reporting.kinds import ordered_kinds
 
 __all__ = ["FINDING_KEYS", "REPORT_KEYS", "SOURCE_KEYS", "ordered_report", "render_json"]
 

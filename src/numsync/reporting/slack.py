@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from numsync.reports.context import ReportContext
-from numsync.reports.kinds import finding_key, fmt_int, fmt_time, kind_counts, kind_info
+from numsync.reporting.context import ReportContext
+from numsync.reporting.kinds import finding_key, fmt_int, fmt_time, kind_counts, kind_info
 
 __all__ = ["slack_summary"]
 

@@ -15,10 +15,10 @@ from collections.abc import Mapping
 from html import escape
 from typing import Any
 
-from numsync.reports.assets import CSP, CSS, SCRIPT
-from numsync.reports.chart import render_chart
-from numsync.reports.context import ReportContext, history_with
-from numsync.reports.kinds import (
+from numsync.reporting.assets import CSP, CSS, SCRIPT
+from numsync.reporting.chart import render_chart
+from numsync.reporting.context import ReportContext, history_with
+from numsync.reporting.kinds import (
     finding_key,
     fmt_int,
     fmt_time,

@@ -8,13 +8,13 @@ reach a credential: none of them sees the configuration.
 
 from __future__ import annotations
 
-from numsync.reports.context import ReportContext, build_context, history_entry
-from numsync.reports.csvfmt import CSV_COLUMNS, render_csv
-from numsync.reports.htmlfmt import render_html
-from numsync.reports.jsonfmt import render_json
-from numsync.reports.markdown import render_markdown
-from numsync.reports.render import FORMATS, render, write_reports
-from numsync.reports.slack import slack_summary
+from numsync.reporting.context import ReportContext, build_context, history_entry
+from numsync.reporting.csvfmt import CSV_COLUMNS, render_csv
+from numsync.reporting.htmlfmt import render_html
+from numsync.reporting.jsonfmt import render_json
+from numsync.reporting.markdown import render_markdown
+from numsync.reporting.render import FORMATS, render, write_reports
+from numsync.reporting.slack import slack_summary
 
 __all__ = [
     "CSV_COLUMNS",

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from html import escape
 from typing import Any
 
-from numsync.reports.kinds import fmt_int, kind_info, ordered_kinds, parse_time
+from numsync.reporting.kinds import fmt_int, kind_info, ordered_kinds, parse_time
 
 __all__ = ["render_chart"]
 
