@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 help:
 	@echo "make demo   run the end-to-end demo against the built-in sandbox"
 	@echo "make test   run the test suite (PostgreSQL tests need NUMSYNC_TEST_DATABASE_URL)"
-	@echo "make lint   ruff + import-linter layer contracts + alembic check"
+	@echo "make lint   ruff + mypy + import-linter layer contracts + alembic check"
 	@echo "make bench  run the benchmarks in bench/ (minutes)"
 
 $(STAMP): pyproject.toml
@@ -30,6 +30,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	@# import-linter needs the installed layout (numsync/daemon, ...): lint a throwaway non-editable install.
 	@T=$$(mktemp -d) && $(BIN)/python -m pip install --quiet --no-deps --target $$T . 2>/dev/null && \
 	  (cd $$T && PYTHONPATH=$$T $(BIN)/lint-imports $(CURDIR)/.importlinter --no-cache); \

@@ -119,7 +119,8 @@ def _code_info(code: int) -> tuple[re.Pattern[str] | None, frozenset[int]] | Non
             _CODE_INFO[code] = None
         else:
             prefix = md.national_prefix_for_parsing
-            lengths = set(md.general_desc.possible_length or ()) | set(md.general_desc.possible_length_local_only or ())
+            desc = md.general_desc
+            lengths = set(desc.possible_length or ()) | set(desc.possible_length_local_only or ()) if desc else set()
             _CODE_INFO[code] = (re.compile(prefix) if prefix else None, frozenset(lengths))
     return _CODE_INFO[code]
 

@@ -99,7 +99,7 @@ class _VerifyingAdapter(HTTPAdapter):
         super().__init__(max_retries=0)
         self._verify = verify
 
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
         if self._verify is not None:
             kwargs["verify"] = self._verify
         return super().send(request, **kwargs)
@@ -354,7 +354,7 @@ class TwilioSource:
         routing: dict[tuple[Any, Any, Any], tuple[str | None, bool]] = {}
         pages = 1
         while True:
-            next_url = self._guarded(lambda p=page: p.next_page_url)
+            next_url = self._guarded(lambda p=page: p.next_page_url)  # type: ignore[misc]
             if next_url:
                 token = (parse_qs(urlsplit(next_url).query).get("PageToken") or [""])[-1]
                 pages += 1
@@ -364,10 +364,10 @@ class TwilioSource:
                     raise self._protocol(f"more than {self._max_pages} pages: giving up on a runaway listing")
                 seen_tokens.add(token)
             # one boundary per page, not per record: a malformed field is still a ProtocolError
-            yield from self._guarded(lambda p=page: [self._record(item, routing) for item in p])
+            yield from self._guarded(lambda p=page: [self._record(item, routing) for item in p])  # type: ignore[misc]
             if not next_url:
                 return
-            page = self._fetch(lambda url=next_url: _RecordsPage(
+            page = self._fetch(lambda url=next_url: _RecordsPage(  # type: ignore[misc]
                 version, version.domain.twilio.request("GET", url), solution))
 
     def close(self) -> None:

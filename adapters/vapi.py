@@ -406,9 +406,10 @@ class VapiClient:
         if not isinstance(payload, dict):
             raise _err(ProtocolError, f"Vapi's {where} of phone numbers is not a JSON object", _LIST_OP)
         results, metadata = payload.get("results"), payload.get("metadata")
-        for name, value, kind in (("results", results, list), ("metadata", metadata, dict)):
-            if not isinstance(value, kind):
-                raise _err(ProtocolError, f"Vapi's {where} of phone numbers has no '{name}'", _LIST_OP)
+        if not isinstance(results, list):
+            raise _err(ProtocolError, f"Vapi's {where} of phone numbers has no 'results'", _LIST_OP)
+        if not isinstance(metadata, dict):
+            raise _err(ProtocolError, f"Vapi's {where} of phone numbers has no 'metadata'", _LIST_OP)
         total = metadata.get("totalItems")
         if (isinstance(total, bool) or not isinstance(total, int | float) or not 0 <= total <= 10**8
                 or total != int(total)):

@@ -49,7 +49,8 @@ def to_vapi_number(record: dict[str, Any]) -> VapiNumber:
                 f"Vapi record {rid} has a {type(value).__name__} for '{key}' where text belongs",
                 api="vapi", operation="list",
             )
-    server = record.get("server") if isinstance(record.get("server"), dict) else {}
+    given = record.get("server")
+    server: dict[str, Any] = given if isinstance(given, dict) else {}
     routed = bool(
         record.get("assistantId") or record.get("squadId") or record.get("workflowId") or server.get("url")
     )

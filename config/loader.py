@@ -88,7 +88,7 @@ def _expand(node: Any, env: Mapping[str, str], where: tuple[Any, ...], origin: s
     return node
 
 
-def _friendly(err: dict[str, Any], raw: Any) -> tuple[str, str]:
+def _friendly(err: Any, raw: Any) -> tuple[str, str]:
     """Turn one pydantic error into (key path, message) in the words of the config file."""
     loc = tuple(err["loc"])
     # Discriminated unions add the tag ('twilio') to the path; the user never wrote it.

@@ -307,11 +307,16 @@ class ScheduleConfig(_Strict):
         return value
 
 
+ReportFormat = Literal["json", "md", "html", "csv"]
+
+
+def _all_formats() -> list[ReportFormat]:
+    return ["json", "md", "html", "csv"]
+
+
 class ReportsConfig(_Strict):
     dir: Path = Path("./reports")
-    formats: list[Literal["json", "md", "html", "csv"]] = Field(
-        default_factory=lambda: ["json", "md", "html", "csv"]
-    )
+    formats: list[ReportFormat] = Field(default_factory=_all_formats)
     webhook_url: str | None = None
     keep_runs: int = Field(default=30, ge=1, description="nightly report folders kept")
 

@@ -121,7 +121,7 @@ def apply_plan(
                 sa.update(Action)
                 .where(Action.id == action_id, Action.state == "planned")
                 .values(state="started", attempts=Action.attempts + 1, started_at=clock())
-            ).rowcount
+            ).rowcount  # type: ignore[attr-defined]
         if not claimed:
             continue
         state, vapi_id, detail = _import_one(vapi, sources[source_name], number, dict(request or {}))

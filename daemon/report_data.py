@@ -39,12 +39,12 @@ def resolve_run_id(session: Session, run_id: str | None) -> str:
         if found is None:
             raise NoRunError("no run is stored yet: run `numsync plan` first")
         return str(found)
-    found = session.execute(sa.select(Run.id).where(Run.id.startswith(run_id))).scalars().all()
-    if not found:
+    matches = session.execute(sa.select(Run.id).where(Run.id.startswith(run_id))).scalars().all()
+    if not matches:
         raise NoRunError(f"no run with id {run_id}")
-    if len(found) > 1:
-        raise NoRunError(f"run id prefix {run_id} is ambiguous ({len(found)} runs)")
-    return str(found[0])
+    if len(matches) > 1:
+        raise NoRunError(f"run id prefix {run_id} is ambiguous ({len(matches)} runs)")
+    return str(matches[0])
 
 
 def _finding_dict(f: Finding) -> dict[str, Any]:

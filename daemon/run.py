@@ -90,7 +90,7 @@ def execute(
         session.execute(sa.update(Run).where(Run.status == "running").values(
             status="interrupted", outcome="error", error="the process running it stopped before it finished"))
         session.add(Run(id=run_id, seq=_next_seq(session), mode=mode, status="running", started_at=clock(),
-                        selected_sources=list(selected) if filtered else None,
+                        selected_sources=list(selected or ()) if filtered else None,
                         holder=f"{socket.gethostname()}:{os.getpid()}"))
     structlog.contextvars.bind_contextvars(run_id=run_id)
     log.info("run started", mode=mode, sources=[s.name for s in chosen])
@@ -308,7 +308,7 @@ def _record_findings(session: Session, run_id: str, drafts: list[FindingDraft], 
         return  # nothing was judged: every open finding keeps its state
     # Resolved: open findings whose source was judged in this run (or that belong to no source, in
     # an unfiltered run) and that this run did not report again.
-    scope = FindingState.source.in_(sorted(judged))
+    scope: sa.ColumnElement[bool] = FindingState.source.in_(sorted(judged))
     if judge_nulls:
         scope = sa.or_(scope, FindingState.source.is_(None))
     emitted = sa.select(Finding.key).where(Finding.run_id == run_id)

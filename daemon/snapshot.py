@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -161,8 +161,8 @@ def take_snapshot(
         t.start()
     pending = len(threads)
     seen_vapi_ids: set[str] = set()
-    vapi_writer = _BulkWriter(session, VapiRecord.__table__)
-    carrier_writer = _BulkWriter(session, CarrierRecord.__table__)
+    vapi_writer = _BulkWriter(session, cast(sa.Table, VapiRecord.__table__))
+    carrier_writer = _BulkWriter(session, cast(sa.Table, CarrierRecord.__table__))
     while pending:
         tag, payload = q.get()
         if payload is _DONE or isinstance(payload, BaseException):

@@ -11,7 +11,7 @@ lists are cut with a count of what was left out, and report text is escaped as S
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -45,7 +45,7 @@ def _section(text: str) -> dict[str, Any]:
     return {"type": "section", "text": {"type": "mrkdwn", "text": _cut(text, _SECTION_LIMIT)}}
 
 
-def _listing(title: str, findings: list[Mapping[str, Any]]) -> str:
+def _listing(title: str, findings: Sequence[Mapping[str, Any]]) -> str:
     lines = [title]
     for f in findings[:MAX_LISTED]:
         where = f" ({_esc(f.get('source'))})" if f.get("source") else ""

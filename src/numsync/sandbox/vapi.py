@@ -420,9 +420,9 @@ class VapiEmulator(Emulator):
             if not isinstance(value, _JSON_TYPES[kind]):
                 problems.append(f"{name} must be a{'n' if kind[0] in 'ao' else ''} {kind}")
                 continue
-            if max_len is not None and len(value) > max_len:
+            if max_len is not None and len(value) > max_len:  # type: ignore[arg-type]
                 problems.append(f"{name} must be shorter than or equal to {max_len} characters")
-            if min_len is not None and len(value) < min_len:
+            if min_len is not None and len(value) < min_len:  # type: ignore[arg-type]
                 problems.append(f"{name} must be longer than or equal to {min_len} characters")
         return problems
 
