@@ -1,16 +1,30 @@
-"""Small HTTP facts every adapter needs and no SDK exposes consistently: reading Retry-After.
+"""Small HTTP facts every adapter needs and no SDK exposes consistently: Retry-After and ca_bundle.
 
 Shared by the Vapi client and the carrier adapters (which otherwise know nothing of each other),
-so a server's "wait N seconds" is read the same way everywhere.
+so a server's "wait N seconds" is read the same way everywhere, and a configured ``ca_bundle`` is
+always *added* to the trust store the client would use anyway, never put in its place (that would
+break every public host).
 """
 
 from __future__ import annotations
 
 import email.utils
 import math
+import os
+import ssl
+import tempfile
 from datetime import UTC, datetime
+from pathlib import Path
 
-__all__ = ["parse_retry_after"]
+import certifi
+
+from numsync.errors import ConfigError
+
+__all__ = ["combined_ca_bundle", "parse_retry_after", "ssl_context_with_extra_ca"]
+
+# Where each HTTP stack looks for its trust store when told nothing (else certifi's bundle).
+_REQUESTS_TRUST_VARS = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+_HTTPX_TRUST_VARS = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE")
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -30,3 +44,46 @@ def parse_retry_after(value: str | None) -> float | None:
     if not math.isfinite(seconds):
         return None
     return max(0.0, seconds)
+
+
+def _base_trust_file(variables: tuple[str, ...]) -> Path:
+    for var in variables:
+        value = os.environ.get(var)
+        if value and os.path.isfile(value):
+            return Path(value)
+    return Path(certifi.where())
+
+
+def _extra_pem(extra: Path, owner: str) -> bytes:
+    try:
+        pem = Path(extra).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"ca_bundle {extra} of {owner} cannot be read ({exc.strerror})") from None
+    if b"-----BEGIN CERTIFICATE-----" not in pem:
+        raise ConfigError(f"ca_bundle {extra} of {owner} holds no PEM certificate")
+    return pem
+
+
+def combined_ca_bundle(extra: Path, *, owner: str = "a source") -> Path:
+    """For requests-based SDKs: a temp file with requests' usual trust store plus ``extra``.
+
+    The caller pins it as ``verify`` (requests would otherwise let REQUESTS_CA_BUNDLE replace a
+    session's setting) and deletes the file when done.
+    """
+    extra_pem = _extra_pem(extra, owner)
+    base = _base_trust_file(_REQUESTS_TRUST_VARS).read_bytes()
+    fd, name = tempfile.mkstemp(prefix="numsync-ca-", suffix=".pem")
+    with os.fdopen(fd, "wb") as out:
+        out.write(base.rstrip(b"\n") + b"\n" + extra_pem.rstrip(b"\n") + b"\n")
+    return Path(name)
+
+
+def ssl_context_with_extra_ca(extra: Path, *, owner: str = "a source") -> ssl.SSLContext:
+    """For httpx-based clients: the trust store httpx would use, plus the CA(s) in ``extra``."""
+    _extra_pem(extra, owner)
+    ctx = ssl.create_default_context(cafile=str(_base_trust_file(_HTTPX_TRUST_VARS)))
+    try:
+        ctx.load_verify_locations(cafile=str(extra))
+    except ssl.SSLError as exc:
+        raise ConfigError(f"ca_bundle {extra} of {owner} cannot be read as CA certificates ({exc})") from None
+    return ctx

@@ -33,7 +33,6 @@ import contextlib
 import json
 import logging
 import math
-import os
 import random
 import ssl
 import threading
@@ -41,15 +40,13 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
-import certifi
 import httpx
 import telnyx
 
 from numsync.adapters.base import SourceRecord, VapiOwner, to_e164
-from numsync.adapters.http_util import parse_retry_after
+from numsync.adapters.http_util import parse_retry_after, ssl_context_with_extra_ca
 from numsync.config import TelnyxSourceConfig
 from numsync.errors import (
     AdapterError,
@@ -71,19 +68,6 @@ KIND = "telnyx"
 _TRANSIENT_STATUSES = {408, 409, 425, 429}
 
 OnRequest = Callable[[str, str], None]
-
-
-def ssl_context_with_extra_ca(extra: Path) -> ssl.SSLContext:
-    """The usual trust store plus the CA(s) in ``extra``.
-
-    The base is what httpx itself would trust (``SSL_CERT_FILE``, else ``REQUESTS_CA_BUNDLE``, else
-    certifi), so machines that point those variables at a system bundle keep it.
-    """
-    base = os.environ.get("SSL_CERT_FILE") or os.environ.get("REQUESTS_CA_BUNDLE")
-    cafile = base if base and os.path.isfile(base) else certifi.where()
-    ctx = ssl.create_default_context(cafile=cafile)
-    ctx.load_verify_locations(cafile=str(extra))
-    return ctx
 
 
 def _api_base(base_url: str | None) -> str:
@@ -150,7 +134,9 @@ class TelnyxSource:
         self.page_size = page_size
         self._sleep = sleep
         self._routes = frozenset(cfg.routes_to_vapi)
-        verify: ssl.SSLContext | bool = ssl_context_with_extra_ca(cfg.ca_bundle) if cfg.ca_bundle else True
+        verify: ssl.SSLContext | bool = (
+            ssl_context_with_extra_ca(cfg.ca_bundle, owner=f"source {cfg.name}") if cfg.ca_bundle else True
+        )
         http_client = telnyx.DefaultHttpxClient(
             verify=verify,
             timeout=cfg.timeout,

@@ -31,15 +31,12 @@ import json
 import os
 import random
 import re
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import certifi
 import phonenumbers
 import requests
 import urllib3.exceptions
@@ -55,12 +52,11 @@ from twilio.rest import Client
 from twilio.twiml import TwiMLException
 
 from numsync.adapters.base import SourceRecord, VapiOwner, to_e164
-from numsync.adapters.http_util import parse_retry_after
+from numsync.adapters.http_util import combined_ca_bundle, parse_retry_after
 from numsync.config import TwilioSourceConfig
 from numsync.errors import (
     AdapterError,
     AuthError,
-    ConfigError,
     NotFoundError,
     PermanentError,
     ProtocolError,
@@ -153,26 +149,6 @@ class _TwilioHttp(TwilioHttpClient):
     def close(self) -> None:
         if self.session is not None:
             self.session.close()
-
-
-def combined_ca_bundle(extra: Path) -> str:
-    """Write the current trust store plus ``extra`` to a temp file and return its path.
-
-    The current store is the file ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` names (requests would
-    use it) or certifi's; replacing it with the extra CA alone would break every public host.
-    """
-    try:
-        extra_pem = Path(extra).read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"ca_bundle {extra} cannot be read: {exc.strerror}") from exc
-    base = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or ""
-    if not base or not os.path.isfile(base):
-        base = certifi.where()
-    base_pem = Path(base).read_bytes()
-    fd, path = tempfile.mkstemp(prefix="numsync-ca-", suffix=".pem")
-    with os.fdopen(fd, "wb") as out:
-        out.write(base_pem.rstrip(b"\n") + b"\n" + extra_pem.rstrip(b"\n") + b"\n")
-    return path
 
 
 def routing_of(
@@ -313,7 +289,7 @@ class TwilioSource:
         self._max_pages = max_pages
         self._sleep = sleep
         self._routes = frozenset(cfg.routes_to_vapi)
-        self._ca_file = combined_ca_bundle(cfg.ca_bundle) if cfg.ca_bundle else None
+        self._ca_file = str(combined_ca_bundle(cfg.ca_bundle, owner=f"source {cfg.name}")) if cfg.ca_bundle else None
         self._http = _TwilioHttp(base_url=cfg.base_url, timeout=cfg.timeout, verify=self._ca_file,
                                  on_request=on_request)
         token, key, secret = _secrets(cfg)

@@ -52,7 +52,6 @@ from numsync.config import VapiConfig
 from numsync.errors import (
     AdapterError,
     AuthError,
-    ConfigError,
     InDoubtError,
     NotFoundError,
     PermanentError,
@@ -61,7 +60,7 @@ from numsync.errors import (
 )
 from numsync.redaction import is_secret_key
 
-from .http_util import parse_retry_after
+from .http_util import parse_retry_after, ssl_context_with_extra_ca
 
 __all__ = ["MAX_ROUNDS", "SECRET_FIELDS", "VapiClient", "VapiStats", "redact_record"]
 
@@ -179,14 +178,7 @@ def _message_of(payload: Any) -> str:
 
 
 def _tls_verify(cfg: VapiConfig) -> ssl.SSLContext | bool:
-    if cfg.ca_bundle is None:
-        return True
-    context = ssl.create_default_context()
-    try:
-        context.load_verify_locations(cafile=str(cfg.ca_bundle))
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"vapi.ca_bundle: cannot read CA certificates from {cfg.ca_bundle}") from exc
-    return context
+    return ssl_context_with_extra_ca(cfg.ca_bundle, owner="vapi") if cfg.ca_bundle is not None else True
 
 
 def _normalise_number(number: Any) -> str | None:

@@ -37,11 +37,9 @@ import functools
 import importlib.metadata
 import logging
 import math
-import os
 import queue
 import random
 import re
-import tempfile
 import threading
 import time
 import weakref
@@ -53,7 +51,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import certifi
 import pydantic
 import requests
 import requests.exceptions as rex
@@ -66,12 +63,11 @@ from vonage_http_client import Auth, HttpClient, HttpClientOptions
 from vonage_numbers import ListOwnedNumbersFilter, Numbers
 
 from numsync.adapters.base import SourceRecord, VapiOwner, to_e164
-from numsync.adapters.http_util import parse_retry_after
+from numsync.adapters.http_util import combined_ca_bundle, parse_retry_after
 from numsync.config import VonageSourceConfig
 from numsync.errors import (
     AdapterError,
     AuthError,
-    ConfigError,
     NotFoundError,
     PermanentError,
     ProtocolError,
@@ -214,27 +210,6 @@ def _status_category(status: int | None) -> str:
 
 
 # -- TLS: adding a CA without touching the environment -----------------------------------------
-def _base_bundle() -> Path:
-    for var in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
-        value = os.environ.get(var)
-        if value and Path(value).is_file():
-            return Path(value)
-    return Path(certifi.where())
-
-
-def _combined_bundle(extra: Path, source: str) -> Path:
-    try:
-        extra_pem = extra.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"ca_bundle {extra} of source {source} cannot be read ({exc.strerror})") from None
-    if b"-----BEGIN CERTIFICATE-----" not in extra_pem:
-        raise ConfigError(f"ca_bundle {extra} of source {source} holds no PEM certificate")
-    fd, name = tempfile.mkstemp(prefix=f"numsync-{source}-", suffix=".pem")
-    with os.fdopen(fd, "wb") as out:
-        out.write(_base_bundle().read_bytes().rstrip(b"\n") + b"\n" + extra_pem)
-    return Path(name)
-
-
 class _PinnedVerifyAdapter(HTTPAdapter):
     """Sends with ``verify`` pinned to our bundle: requests would otherwise let REQUESTS_CA_BUNDLE
     from the environment replace the session's ``verify`` on every request."""
@@ -345,7 +320,7 @@ class VonageSource:
             pool_connections=1,
             pool_maxsize=1,
         )
-        self._bundle = _combined_bundle(cfg.ca_bundle, cfg.name) if cfg.ca_bundle else None
+        self._bundle = combined_ca_bundle(cfg.ca_bundle, owner=f"source {cfg.name}") if cfg.ca_bundle else None
         # the temp bundle lives as long as the source (a closed source may list again), and goes
         # when it is collected or at exit
         self._drop_bundle = weakref.finalize(self, _unlink, self._bundle) if self._bundle else None
