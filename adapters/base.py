@@ -30,9 +30,11 @@ __all__ = [
 class SourceRecord:
     """One number as a source owns it, normalised so the engine can compare it with Vapi.
 
-    ``e164`` is None when the raw number cannot be read as E.164 (the engine reports it as
-    ``invalid_number`` and never imports it). ``routed_elsewhere`` is the adapter's judgement of
-    the carrier's voice routing against the source's ``routes_to_vapi``; ``routing`` says why.
+    ``e164`` is the number the engine compares and imports: E.164, or the number as written for a
+    source that does not require E.164 (a trunk with ``e164_check: false``). It is None when the
+    number cannot be read (the engine reports ``invalid_number`` and never imports it).
+    ``routed_elsewhere`` is the adapter's judgement of the carrier's voice routing against the
+    source's ``routes_to_vapi``; ``routing`` says why.
     """
 
     number: str
@@ -120,7 +122,9 @@ def _code_info(code: int) -> tuple[re.Pattern[str] | None, frozenset[int]] | Non
         else:
             prefix = md.national_prefix_for_parsing
             desc = md.general_desc
-            lengths = set(desc.possible_length or ()) | set(desc.possible_length_local_only or ()) if desc else set()
+            lengths: set[int] = set()
+            if desc is not None:
+                lengths = set(desc.possible_length or ()) | set(desc.possible_length_local_only or ())
             _CODE_INFO[code] = (re.compile(prefix) if prefix else None, frozenset(lengths))
     return _CODE_INFO[code]
 

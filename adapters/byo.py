@@ -67,7 +67,8 @@ class ByoSource:
             return SourceRecord(number=raw or "(empty)", e164=None, carrier_id=f"line {line}", labels=labels)
         if not raw:
             return SourceRecord(number="(empty)", e164=None, carrier_id=f"line {line}", labels=labels)
-        e164 = to_e164(raw, default_region=self.cfg.default_region)
+        # Without the E.164 check, numbers are compared and imported as written.
+        e164 = to_e164(raw, default_region=self.cfg.default_region) if self.cfg.e164_check else raw
         return SourceRecord(number=raw, e164=e164, carrier_id=f"line {line}", status=None, labels=labels,
                             routing=None, routed_elsewhere=False)
 

@@ -130,11 +130,10 @@ def _execute(
     for src_cfg in config.sources:  # every configured source, so others' records are not 'unmanaged'
         owner = owner_for(src_cfg)
         owners[(owner.provider, owner.account_value)] = src_cfg.name
-    byo_raw = frozenset(c.name for c in config.sources if c.kind == "byo" and not c.e164_check)
 
     t = time.monotonic()
     with sessions.begin() as session:
-        snap = take_snapshot(session, run_id, vapi, list(chosen), owners, byo_raw_sources=byo_raw,
+        snap = take_snapshot(session, run_id, vapi, list(chosen), owners,
                              progress=progress)
     stats["snapshot_seconds"] = round(time.monotonic() - t, 3)
     stats["vapi_seconds"] = round(snap.vapi_seconds, 3)

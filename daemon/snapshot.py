@@ -136,7 +136,6 @@ def take_snapshot(
     sources: list[Source],
     owners: dict[tuple[str, str], str],
     *,
-    byo_raw_sources: frozenset[str] = frozenset(),
     progress: Progress | None = None,
 ) -> SnapshotResult:
     """List everything and write it for ``run_id``; ``owners`` maps (provider, account) to a source."""
@@ -185,8 +184,7 @@ def take_snapshot(
             result.vapi_numbers = len(seen_vapi_ids)
         else:
             out = result.sources[tag]
-            raw = tag in byo_raw_sources
-            carrier_writer.write([_carrier_row(run_id, tag, r, raw) for r in payload])
+            carrier_writer.write([_carrier_row(run_id, tag, r) for r in payload])
             out.numbers += len(payload)
             if progress:
                 progress(tag, out.numbers, None)
@@ -230,14 +228,13 @@ def _vapi_row(run_id: str, rec: VapiNumber, owners: dict[tuple[str, str], str]) 
     )
 
 
-def _carrier_row(run_id: str, source: str, rec: SourceRecord, as_written: bool) -> tuple[Any, ...]:
+def _carrier_row(run_id: str, source: str, rec: SourceRecord) -> tuple[Any, ...]:
     """One carrier_records row, in the table's column order (id is generated)."""
-    key = rec.number.strip() if as_written else rec.e164
     return (
         run_id,
         source,
         rec.number[:128],
-        _cut(key, 64),
+        _cut(rec.e164, 64),
         rec.carrier_id[:128],
         _cut(rec.status, 40),
         dict(rec.labels) or None,
