@@ -174,32 +174,26 @@ def _missing(session: Session, run_id: str, ok: list[str]) -> Iterable[FindingDr
     # the number (a number held under another source is 'moved' or 'unmanaged', not missing).
     in_vapi = sa.exists().where(V.run_id == run_id, V.match_key == C.match_key)
     stmt = (
-        sa.select(
-            C.source,
-            C.match_key,
-            sa.func.min(C.carrier_id),
-            sa.func.max(sa.cast(C.routed_elsewhere, sa.Integer)),
-            sa.func.min(C.routing),
-        )
+        sa.select(C.source, C.match_key, C.carrier_id, C.routed_elsewhere, C.routing, C.labels)
         .where(C.run_id == run_id, C.source.in_(ok), C.match_key.is_not(None), ~in_vapi)
-        .group_by(C.source, C.match_key)
+        .order_by(C.source, C.match_key, C.carrier_id)
     )
-    label_rows = {}
-    rows = session.execute(stmt).all()
-    if rows:
-        # Labels (for the import name template) of the records we report, in one query.
-        lab = sa.select(C.source, C.match_key, C.labels).where(
-            C.run_id == run_id, C.source.in_(ok), C.match_key.is_not(None), ~in_vapi
-        )
-        label_rows = {(s, k): labels for s, k, labels in session.execute(lab)}
-    for source, key, carrier_id, elsewhere, routing in rows:
+    # One query, folded here: a source that lists a number twice (a CSV) gives one finding, with
+    # the first record's id and labels, judged routed elsewhere if any of its records is.
+    merged: dict[tuple[str, str], list[Any]] = {}
+    for source, key, carrier_id, elsewhere, routing, labels in session.execute(stmt):
+        seen = merged.get((source, key))
+        if seen is None:
+            merged[(source, key)] = [carrier_id, bool(elsewhere), routing, labels]
+        else:
+            seen[1] = seen[1] or bool(elsewhere)
+            seen[2] = min(filter(None, (seen[2], routing)), default=None)
+    for (source, key), (carrier_id, elsewhere, routing, labels) in merged.items():
         if elsewhere:
             yield FindingDraft("routed_elsewhere", key, source, carrier_id=carrier_id,
-                               detail=f"voice routing points elsewhere: {routing}",
-                               labels=label_rows.get((source, key)))
+                               detail=f"voice routing points elsewhere: {routing}", labels=labels)
         else:
-            yield FindingDraft("missing_in_vapi", key, source, carrier_id=carrier_id,
-                               labels=label_rows.get((source, key)))
+            yield FindingDraft("missing_in_vapi", key, source, carrier_id=carrier_id, labels=labels)
 
 
 def _moved_and_orphaned(session: Session, run_id: str, ok: list[str], listed: list[str]) -> Iterable[FindingDraft]:
