@@ -10,13 +10,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from helpers import wait_for
 
 from numsync.app import run_once
 from numsync.config import Config, parse_config
@@ -109,7 +109,7 @@ def test_create_that_succeeds_but_times_out_is_resolved_by_lookup(tmp_path: Path
     out = run_once(cfg, mode="reconcile")
     assert_each_once(emu, NUMBERS)
     # The emulator logs a request when its (late) answer has gone out: wait for the two slow ones.
-    _wait_for(lambda: len(emu.requests_to("POST", "^/phone-number$")) >= len(NUMBERS))
+    wait_for(lambda: len(emu.requests_to("POST", "^/phone-number$")) >= len(NUMBERS))
     assert len(emu.requests_to("POST", "^/phone-number$")) == len(NUMBERS)  # no blind second POST
     details = [f["detail"] or "" for f in out.report["findings"] if f["kind"] == "missing_in_vapi"]
     assert sum("create answer lost; found in Vapi afterwards" in d for d in details) == 2
@@ -188,14 +188,6 @@ def test_empty_inventory_is_suspect_not_an_orphan_flood(tmp_path: Path, db_url: 
     assert "would orphan 4 of its 6" in out.report["findings"][0]["detail"]
 
 
-def _wait_for(predicate: Any, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.02)  # polling a condition, not synchronising by duration
-
-
 @pytest.mark.parametrize("kill_after", [1, 3])
 def test_kill_9_mid_apply_then_rerun_imports_each_once(tmp_path: Path, db_url: str, vapi: Any,
                                                         kill_after: int) -> None:
@@ -210,7 +202,7 @@ def test_kill_9_mid_apply_then_rerun_imports_each_once(tmp_path: Path, db_url: s
     proc = subprocess.Popen([sys.executable, "-m", "numsync", "reconcile", "--config", str(cfg_path)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_for(lambda: len(emu.records()) >= kill_after)
+        wait_for(lambda: len(emu.records()) >= kill_after)
         os.kill(proc.pid, signal.SIGKILL)
         assert proc.wait(timeout=10) == -signal.SIGKILL
     finally:

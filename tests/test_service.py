@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
+from helpers import wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 from numsync.daemon.db import upgrade
@@ -39,16 +40,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}")
 
 
 class DaemonProcess:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -21,6 +21,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from apscheduler.triggers.interval import IntervalTrigger
+from helpers import wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 from numsync.config import Config, parse_config
@@ -52,16 +53,6 @@ CONTRACT_METRICS = {  # family name (as the parser reports it) -> (type, label n
     "numsync_api_requests": ("counter", {"api", "status"}),
     "numsync_leader": ("gauge", set()),
 }
-
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}")
 
 
 # ---- triggers and job options -------------------------------------------------------------
