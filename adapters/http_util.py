@@ -15,12 +15,15 @@ import ssl
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import certifi
+import requests
+from requests.adapters import HTTPAdapter
 
 from numsync.errors import ConfigError
 
-__all__ = ["combined_ca_bundle", "parse_retry_after", "ssl_context_with_extra_ca"]
+__all__ = ["PinnedVerifyAdapter", "combined_ca_bundle", "parse_retry_after", "ssl_context_with_extra_ca"]
 
 # Where each HTTP stack looks for its trust store when told nothing (else certifi's bundle).
 _REQUESTS_TRUST_VARS = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
@@ -87,3 +90,21 @@ def ssl_context_with_extra_ca(extra: Path, *, owner: str = "a source") -> ssl.SS
     except ssl.SSLError as exc:
         raise ConfigError(f"ca_bundle {extra} of {owner} cannot be read as CA certificates ({exc})") from None
     return ctx
+
+
+class PinnedVerifyAdapter(HTTPAdapter):
+    """A requests transport without hidden retries that pins ``verify`` to our bundle (when given).
+
+    requests would otherwise let REQUESTS_CA_BUNDLE from the environment replace a session's
+    ``verify`` on every request, and urllib3 would retry behind our own retry loop.
+    """
+
+    def __init__(self, bundle: str | Path | None, **kwargs: Any) -> None:
+        kwargs.setdefault("max_retries", 0)  # requests' own "no retries" (a read timeout stays a ReadTimeout)
+        super().__init__(**kwargs)
+        self._bundle = str(bundle) if bundle is not None else None
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        if self._bundle is not None:
+            kwargs["verify"] = self._bundle
+        return super().send(request, **kwargs)

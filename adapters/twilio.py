@@ -41,7 +41,6 @@ import phonenumbers
 import requests
 import urllib3.exceptions
 from phonenumbers import PhoneMetadata
-from requests.adapters import HTTPAdapter
 from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException
 from twilio.base.obsolete import ObsoleteException
 from twilio.base.page import Page
@@ -52,7 +51,7 @@ from twilio.rest import Client
 from twilio.twiml import TwiMLException
 
 from numsync.adapters.base import SourceRecord, VapiOwner, to_e164
-from numsync.adapters.http_util import combined_ca_bundle, parse_retry_after
+from numsync.adapters.http_util import PinnedVerifyAdapter, combined_ca_bundle, parse_retry_after
 from numsync.config import TwilioSourceConfig
 from numsync.errors import (
     AdapterError,
@@ -88,19 +87,6 @@ class _RecordsPage(Page):
         return payload
 
 
-class _VerifyingAdapter(HTTPAdapter):
-    """A transport with no hidden retries that pins ``verify`` to our bundle when one is given."""
-
-    def __init__(self, verify: str | None) -> None:
-        super().__init__(max_retries=0)
-        self._verify = verify
-
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
-        if self._verify is not None:
-            kwargs["verify"] = self._verify
-        return super().send(request, **kwargs)
-
-
 class _TwilioHttp(TwilioHttpClient):
     """The SDK's http client, rebased onto ``base_url``, with a timeout and a request counter."""
 
@@ -116,7 +102,7 @@ class _TwilioHttp(TwilioHttpClient):
         self.base_url = base_url.rstrip("/") if base_url else None
         self._on_request = on_request
         assert self.session is not None
-        adapter = _VerifyingAdapter(verify)
+        adapter = PinnedVerifyAdapter(verify)
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
 

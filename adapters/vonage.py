@@ -57,13 +57,12 @@ import requests.exceptions as rex
 import vonage_http_client.errors as vhe
 import vonage_numbers.errors as vne
 import vonage_utils.errors as vue
-from requests.adapters import HTTPAdapter
-from urllib3 import Retry
+from urllib3.util.retry import Retry
 from vonage_http_client import Auth, HttpClient, HttpClientOptions
 from vonage_numbers import ListOwnedNumbersFilter, Numbers
 
 from numsync.adapters.base import SourceRecord, VapiOwner, to_e164
-from numsync.adapters.http_util import combined_ca_bundle, parse_retry_after
+from numsync.adapters.http_util import PinnedVerifyAdapter, combined_ca_bundle, parse_retry_after
 from numsync.config import VonageSourceConfig
 from numsync.errors import (
     AdapterError,
@@ -210,19 +209,6 @@ def _status_category(status: int | None) -> str:
 
 
 # -- TLS: adding a CA without touching the environment -----------------------------------------
-class _PinnedVerifyAdapter(HTTPAdapter):
-    """Sends with ``verify`` pinned to our bundle: requests would otherwise let REQUESTS_CA_BUNDLE
-    from the environment replace the session's ``verify`` on every request."""
-
-    def __init__(self, bundle: Path) -> None:
-        super().__init__(pool_connections=1, pool_maxsize=1, max_retries=Retry(total=0))
-        self._bundle = str(bundle)
-
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
-        kwargs["verify"] = self._bundle
-        return super().send(request, **kwargs)
-
-
 def _unlink(path: Path) -> None:
     with contextlib.suppress(OSError):
         path.unlink()
@@ -484,7 +470,8 @@ class VonageSource:
                     api=self.name, operation="configure TLS",
                 ) from None
             session.verify = str(self._bundle)
-            session.mount("https://", _PinnedVerifyAdapter(self._bundle))
+            session.mount("https://", PinnedVerifyAdapter(
+                self._bundle, pool_connections=1, pool_maxsize=1, max_retries=Retry(total=0)))
         with self._lock:
             self._clients.append(client)
         return client
