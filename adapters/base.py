@@ -22,6 +22,7 @@ __all__ = [
     "VapiApi",
     "VapiNumber",
     "VapiOwner",
+    "country_of",
     "to_e164",
 ]
 
@@ -178,3 +179,84 @@ class VapiApi(Protocol):
     def find_by_number(self, e164: str) -> list[dict[str, Any]]: ...
 
     def create(self, body: dict[str, Any]) -> dict[str, Any]: ...
+
+
+_REGIONS_BY_CODE: dict[int, tuple[str, ...]] = phonenumbers.COUNTRY_CODE_TO_REGION_CODE
+_LEADING_DIGITS: dict[str, re.Pattern[str]] = {}  # region -> its metadata's leading_digits, compiled
+_NATIONAL_PREFIX: dict[int, re.Pattern[str] | None] = {}  # calling code -> national_prefix_for_parsing
+
+
+def country_of(e164: str) -> str | None:
+    """The ISO country of an E.164 number as ``to_e164`` writes it ('+', calling code, national
+    significant number), exactly as ``region_code_for_number(parse(e164))`` would say.
+
+    Parsing the text again cost as much as the lookup itself, so the number is read here the way
+    ``parse`` reads '+' and digits: the calling code first (codes are prefix-free, one to three
+    digits, never starting with 0), the rest as the national number with its leading zeros. Where
+    ``parse`` could do more (strip a national prefix, for a code shared by several regions), it
+    is left to ``parse``. Only letters count as a country ('001' is non-geographic, 'ZZ' unknown).
+    """
+    digits = e164[1:]
+    if e164[:1] != "+" or not digits.isdigit() or digits[0] == "0":
+        return _country_by_parsing(e164)
+    for width in (1, 2, 3):
+        code = int(digits[:width])
+        regions = _REGIONS_BY_CODE.get(code)
+        if regions:
+            break
+    else:
+        return None
+    national = digits[width:]
+    if not 2 <= len(national) <= 17:  # parse refuses these lengths
+        return _country_by_parsing(e164)
+    if len(regions) == 1:
+        return _letters(regions[0])
+    prefix = _national_prefix(code)
+    if prefix is not None and prefix.match(national):
+        return _country_by_parsing(e164)
+    number = phonenumbers.PhoneNumber(country_code=code, national_number=int(national))
+    if national[0] == "0":  # as parse keeps Italian leading zeros
+        zeros = 1
+        while zeros < len(national) - 1 and national[zeros] == "0":
+            zeros += 1
+        number.italian_leading_zero = True
+        if zeros != 1:
+            number.number_of_leading_zeros = zeros
+    # region_code_for_number's own walk over the regions sharing the code (leading digits where a
+    # region has them, else full validation), with each leading-digits pattern compiled once: the
+    # library looks every one up in re's cache again per number, half the cost of a number that
+    # no region accepts (25 regions share +1). The tests pin the answers to the library's.
+    for region in regions:
+        metadata = PhoneMetadata.metadata_for_region(region, None)
+        if metadata is None:
+            continue
+        if metadata.leading_digits is not None:
+            pattern = _LEADING_DIGITS.get(region)
+            if pattern is None:
+                pattern = _LEADING_DIGITS[region] = re.compile(metadata.leading_digits)
+            if pattern.match(national):
+                return _letters(region)
+        elif phonenumbers.is_valid_number_for_region(number, region):
+            return _letters(region)
+    return None
+
+
+def _national_prefix(code: int) -> re.Pattern[str] | None:
+    """The national prefix ``parse`` may strip after this calling code (RU '8', NANP '1' ...)."""
+    if code not in _NATIONAL_PREFIX:
+        metadata = PhoneMetadata.metadata_for_region_or_calling_code(
+            code, phonenumbers.region_code_for_country_code(code))
+        text = metadata.national_prefix_for_parsing if metadata is not None else None
+        _NATIONAL_PREFIX[code] = re.compile(text) if text else None
+    return _NATIONAL_PREFIX[code]
+
+
+def _country_by_parsing(e164: str) -> str | None:
+    try:
+        return _letters(phonenumbers.region_code_for_number(phonenumbers.parse(e164)))
+    except phonenumbers.NumberParseException:
+        return None
+
+
+def _letters(region: str | None) -> str | None:
+    return region if region and region.isalpha() and region != "ZZ" else None

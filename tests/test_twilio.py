@@ -31,8 +31,8 @@ from hypothesis import strategies as st
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.response import Response as TwilioResponse
 
-from numsync.adapters.base import Source, VapiOwner, to_e164
-from numsync.adapters.twilio import TwilioSource, _TwilioHttp, build, combined_ca_bundle, country_of, routing_of
+from numsync.adapters.base import Source, VapiOwner, country_of, to_e164
+from numsync.adapters.twilio import TwilioSource, _TwilioHttp, build, combined_ca_bundle, routing_of
 from numsync.config import TwilioSourceConfig
 from numsync.errors import (
     AdapterError,
@@ -172,10 +172,10 @@ def test_records_are_normalised(emu: TwilioEmulator, h: Harness) -> None:
     assert (first.e164, first.status, first.routing, first.routed_elsewhere) == (
         "+14155550100", "in-use", f"voice_url {VAPI_URL}", False)
     assert first.carrier_id.startswith("PN")
-    assert dict(first.labels) == {"friendly_name": "Support", "country": "US"}
+    # Twilio records carry no country: the engine labels the numbers that become findings
+    assert dict(first.labels) == {"friendly_name": "Support"}
     uk = got["+442071838750"]
     assert (uk.e164, uk.status, uk.routed_elsewhere) == ("+442071838750", "pending", False)
-    assert uk.labels["country"] == "GB"
     assert got["+14155550102"].routing == "voice_url https://hooks.example.com/voice"  # no credentials shown
     assert got["+14155550102"].routed_elsewhere is True
     assert got["+14155550103"].routed_elsewhere is True
@@ -185,7 +185,6 @@ def test_records_are_normalised(emu: TwilioEmulator, h: Harness) -> None:
     assert (got["+14155550106"].routing, got["+14155550106"].routed_elsewhere) == (None, False)
     assert dict(got["+14155550106"].labels)["friendly_name"] == "(415) 555-0106"
     assert got["12345"].e164 is None
-    assert "country" not in got["12345"].labels
     assert (got["+1415555010"].e164, got["+1415555010"].routed_elsewhere) == (None, True)
 
 
@@ -244,7 +243,7 @@ def test_records_are_read_without_an_sdk_instance_each(emu: TwilioEmulator, h: H
     emu.add_number(AC, "+14155550100", friendly_name="", voice_url=VAPI_URL, status="in-use")
     emu.update_number(AC, "+14155550100", status=None)
     (rec,) = list(h.source().list_numbers())
-    assert (rec.status, dict(rec.labels)) == (None, {"country": "US"})  # an empty friendly_name is no label
+    assert (rec.status, dict(rec.labels)) == (None, {})  # an empty friendly_name is no label
 
 
 def test_a_record_that_is_not_an_object_is_a_protocol_error() -> None:
