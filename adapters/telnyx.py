@@ -30,7 +30,6 @@ why:
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import random
@@ -46,7 +45,7 @@ import httpx
 import telnyx
 
 from numsync.adapters.base import SourceRecord, VapiOwner, to_e164
-from numsync.adapters.http_util import parse_retry_after, ssl_context_with_extra_ca
+from numsync.adapters.http_util import loads, parse_retry_after, ssl_context_with_extra_ca
 from numsync.config import TelnyxSourceConfig
 from numsync.errors import (
     AdapterError,
@@ -218,7 +217,7 @@ class TelnyxSource:
         self, body: bytes, headers: httpx.Headers, page_number: int
     ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         try:
-            payload = json.loads(body)
+            payload = loads(body)
         except ValueError:
             ctype = headers.get("content-type", "no content type").split(";")[0]
             raise self._protocol(f"page {page_number} is not JSON ({ctype})") from None

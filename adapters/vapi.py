@@ -60,7 +60,7 @@ from numsync.errors import (
 )
 from numsync.redaction import is_secret_key
 
-from .http_util import parse_retry_after, ssl_context_with_extra_ca
+from .http_util import loads, parse_retry_after, ssl_context_with_extra_ca
 
 __all__ = ["MAX_ROUNDS", "SECRET_FIELDS", "VapiClient", "VapiStats", "redact_record"]
 
@@ -510,7 +510,7 @@ class VapiClient:
         content_type = response.headers.get("content-type", "")
         if "json" in content_type.lower():
             try:
-                return response.json()
+                return loads(response.content)
             except ValueError:
                 described = "invalid JSON"
         else:

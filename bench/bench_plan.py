@@ -48,6 +48,15 @@ def start_emulators(n: int, latency: float, workdir: Path) -> tuple[dict[str, di
     return info, procs
 
 
+def proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far, from /proc (Linux only; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def config_text(info: dict[str, dict[str, Any]], db_url: str, reports: Path) -> str:
     return f"""
 database_url: {db_url}
@@ -124,9 +133,13 @@ def main() -> None:
             importlib.import_module(f"numsync.adapters.{module}")
         metrics = Metrics()
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        emu_cpu0 = sum(proc_cpu(p.pid) for p in procs)
+        cpu0 = time.process_time()
         t0 = time.monotonic()
         out = run_once(cfg, mode=args.mode, metrics=metrics)
         wall = time.monotonic() - t0
+        cpu = time.process_time() - cpu0
+        emu_cpu = sum(proc_cpu(p.pid) for p in procs) - emu_cpu0
         rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         peer = None
         if args.peer:
@@ -161,6 +174,7 @@ def main() -> None:
         "snapshot_s": stats.get("snapshot_seconds"), "diff_s": stats.get("diff_seconds"),
         "vapi_s": stats.get("vapi_seconds"), "source_s": stats.get("source_seconds"),
         "requests": requests, "minimum_requests": minimum,
+        "cpu_s": round(cpu, 2), "emulators_cpu_s": round(emu_cpu, 2),
         "peak_rss_mb": round(rss_peak / 1024, 1), "rss_before_mb": round(rss_before / 1024, 1),
         "findings": out.report["summary"], "outcome": out.result.outcome, "seed_s": round(seed_seconds, 1),
     }

@@ -122,7 +122,10 @@ class VapiRecord(Base):
     routed: Mapped[bool] = mapped_column(Boolean)  # assistant, squad, workflow or server.url set
     created_at: Mapped[str | None] = mapped_column(String(40))
     updated_at: Mapped[datetime | None]
-    raw: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # Not written since 0002 (nothing read it, and encoding and storing it was a third of a
+    # snapshot's cost); nullable first so the previous release can still insert it during a
+    # rolling deploy, to be dropped by a later migration.
+    raw: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     __table_args__ = (
         Index("ix_vapi_records_run_key", "run_id", "match_key"),

@@ -8,7 +8,6 @@ deleted before commit, and a failed Vapi listing fails the whole snapshot.
 
 from __future__ import annotations
 
-import json
 import queue
 import threading
 import time
@@ -17,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
@@ -36,33 +36,40 @@ class _BulkWriter:
 
     A snapshot is all bulk, and SQLAlchemy's per-row parameter processing (type decorators, JSON)
     was a third of a 100,000-number run's CPU. The values are converted here the way the column
-    types would convert them: JSON as text, datetimes as SQLite's text form or aware for PostgreSQL.
+    types would convert them: JSON as text, datetimes as SQLite's text form or aware for PostgreSQL;
+    only the columns that need it are touched (a generic loop over every value cost 7 us a row).
     """
 
-    def __init__(self, session: Session, table: sa.Table) -> None:
+    def __init__(self, session: Session, table: sa.Table, *, skip: tuple[str, ...] = ()) -> None:
         self._conn = session.connection()
         self._sqlite = self._conn.dialect.name == "sqlite"
-        self.columns = [c.name for c in table.columns if c.name != "id"]
+        self.columns = [c.name for c in table.columns if c.name != "id" and c.name not in skip]
         mark = "?" if self._conn.dialect.paramstyle == "qmark" else "%s"
         self._sql = (f"INSERT INTO {table.name} ({', '.join(self.columns)}) "
                      f"VALUES ({', '.join([mark] * len(self.columns))})")
-        self._json = [isinstance(table.c[n].type, sa.JSON) for n in self.columns]
-        self._when = [isinstance(table.c[n].type, UTCDateTime) for n in self.columns]
+        self._json = [i for i, n in enumerate(self.columns) if isinstance(table.c[n].type, sa.JSON)]
+        self._when = [i for i, n in enumerate(self.columns) if isinstance(table.c[n].type, UTCDateTime)]
 
     def _convert(self, row: tuple[Any, ...]) -> tuple[Any, ...]:
         out = list(row)
-        for i, value in enumerate(out):
-            if value is None:
-                continue
-            if self._json[i]:
-                out[i] = json.dumps(value)
-            elif self._when[i] and self._sqlite:
-                out[i] = value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+        for i in self._json:
+            if out[i] is not None:
+                out[i] = orjson.dumps(out[i]).decode()
+        if self._sqlite:
+            for i in self._when:
+                when = out[i]
+                if when is not None:
+                    if when.tzinfo is not UTC:
+                        when = when.astimezone(UTC)
+                    # what strftime("%Y-%m-%d %H:%M:%S.%f") writes, at a quarter of its cost
+                    out[i] = when.replace(tzinfo=None).isoformat(" ", "microseconds")
         return tuple(out)
 
     def write(self, rows: list[tuple[Any, ...]]) -> None:
         if rows:
             self._conn.exec_driver_sql(self._sql, [self._convert(r) for r in rows])
+
+
 Progress = Callable[[str, int, int | None], None]
 
 
@@ -160,7 +167,7 @@ def take_snapshot(
         t.start()
     pending = len(threads)
     seen_vapi_ids: set[str] = set()
-    vapi_writer = _BulkWriter(session, cast(sa.Table, VapiRecord.__table__))
+    vapi_writer = _BulkWriter(session, cast(sa.Table, VapiRecord.__table__), skip=("raw",))
     carrier_writer = _BulkWriter(session, cast(sa.Table, CarrierRecord.__table__))
     while pending:
         tag, payload = q.get()
@@ -208,7 +215,7 @@ def _cut(value: str | None, size: int) -> str | None:
 
 
 def _vapi_row(run_id: str, rec: VapiNumber, owners: dict[tuple[str, str], str]) -> tuple[Any, ...]:
-    """One vapi_records row, in the table's column order (checked by a test)."""
+    """One vapi_records row, in the table's column order (checked by a test); ``raw`` is not kept."""
     source = owners.get((rec.provider, rec.account)) if rec.account else None
     return (
         run_id,
@@ -224,7 +231,6 @@ def _vapi_row(run_id: str, rec: VapiNumber, owners: dict[tuple[str, str], str]) 
         rec.routed,
         _cut(rec.created_at, 40),
         _parse_ts(rec.updated_at),
-        rec.raw,
     )
 
 
