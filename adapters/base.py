@@ -185,6 +185,10 @@ class VapiApi(Protocol):
 
     def create(self, body: dict[str, Any]) -> dict[str, Any]: ...
 
+    def reset_connections(self) -> None:
+        """Forget pooled connections (a listing process forked from this one may have used them)."""
+        ...
+
 
 _REGIONS_BY_CODE: dict[int, tuple[str, ...]] = phonenumbers.COUNTRY_CODE_TO_REGION_CODE
 _LEADING_DIGITS: dict[str, re.Pattern[str]] = {}  # region -> its metadata's leading_digits, compiled

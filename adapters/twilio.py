@@ -201,6 +201,9 @@ class TwilioSource:
         token, key, secret = _secrets(cfg)
         username, password = (cfg.account_sid, token) if token is not None else (key, secret)
         self._client = Client(username, password, account_sid=cfg.account_sid, http_client=self._http)
+        # The SDK imports the whole v2010 API tree (90 modules) on first use: do it here, once,
+        # rather than in every listing process forked from this one (numsync.daemon.workers).
+        _ = self._client.api.v2010
 
     def __repr__(self) -> str:
         return f"<TwilioSource {self.name} {self._cfg.account_sid}>"

@@ -216,7 +216,12 @@ class VapiClient:
         self._limiter = _RateLimiter(cfg.requests_per_second)
         self._slots = threading.BoundedSemaphore(cfg.max_concurrency)
         self.stats = VapiStats()
-        self._http = httpx.Client(
+        self._transport = transport
+        self._http = self._new_http()
+
+    def _new_http(self) -> httpx.Client:
+        cfg = self._cfg
+        return httpx.Client(
             base_url=cfg.base_url,
             headers={"Authorization": f"Bearer {cfg.api_key.get_secret_value()}", "Accept": "application/json",
                      "User-Agent": f"numsync/{numsync.__version__}"},
@@ -224,7 +229,7 @@ class VapiClient:
             limits=httpx.Limits(max_connections=cfg.max_concurrency,
                                 max_keepalive_connections=cfg.max_concurrency),
             verify=_tls_verify(cfg),
-            transport=transport,
+            transport=self._transport,
             follow_redirects=False,
         )
 
@@ -290,6 +295,12 @@ class VapiClient:
 
     def close(self) -> None:
         self._http.close()
+
+    def reset_connections(self) -> None:
+        """Drop every pooled connection: after a listing in a forked process, one of them may
+        have been left by the child in the middle of an exchange (numsync.daemon.workers)."""
+        self._http.close()
+        self._http = self._new_http()
 
     def __enter__(self) -> VapiClient:
         return self

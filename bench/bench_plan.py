@@ -116,6 +116,7 @@ def main() -> None:
     try:
         if args.db == "sqlite":
             db_url = f"sqlite:///{workdir / 'bench.db'}"
+            upgrade(db_url)  # the schema is made once, before timing, as for PostgreSQL
         else:
             db_url = os.environ.get("NUMSYNC_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
             import sqlalchemy as sa
@@ -134,11 +135,15 @@ def main() -> None:
         metrics = Metrics()
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         emu_cpu0 = sum(proc_cpu(p.pid) for p in procs)
+        kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu0 = time.process_time()
         t0 = time.monotonic()
         out = run_once(cfg, mode=args.mode, metrics=metrics)
         wall = time.monotonic() - t0
         cpu = time.process_time() - cpu0
+        kids1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        listing_cpu = (kids1.ru_utime + kids1.ru_stime) - (kids0.ru_utime + kids0.ru_stime)
+        listing_rss = kids1.ru_maxrss
         emu_cpu = sum(proc_cpu(p.pid) for p in procs) - emu_cpu0
         rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         peer = None
@@ -174,7 +179,8 @@ def main() -> None:
         "snapshot_s": stats.get("snapshot_seconds"), "diff_s": stats.get("diff_seconds"),
         "vapi_s": stats.get("vapi_seconds"), "source_s": stats.get("source_seconds"),
         "requests": requests, "minimum_requests": minimum,
-        "cpu_s": round(cpu, 2), "emulators_cpu_s": round(emu_cpu, 2),
+        "cpu_s": round(cpu, 2), "listing_processes_cpu_s": round(listing_cpu, 2), "emulators_cpu_s": round(emu_cpu, 2),
+        "listing_processes_peak_rss_mb": round(listing_rss / 1024, 1),
         "peak_rss_mb": round(rss_peak / 1024, 1), "rss_before_mb": round(rss_before / 1024, 1),
         "findings": out.report["summary"], "outcome": out.result.outcome, "seed_s": round(seed_seconds, 1),
     }

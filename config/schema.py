@@ -19,6 +19,7 @@ __all__ = [
     "ByoSourceConfig",
     "Config",
     "ImportSettings",
+    "PerformanceConfig",
     "PolicyConfig",
     "ReportsConfig",
     "ScheduleConfig",
@@ -331,6 +332,12 @@ class ServerConfig(_Strict):
     port: int = Field(default=8080, ge=0, le=65535)
 
 
+class PerformanceConfig(_Strict):
+    # auto: list each source (and Vapi) in a forked process of its own where that is safe (Linux),
+    # so parsing large inventories uses every core; false: threads of one process.
+    list_in_processes: Literal["auto"] | bool = "auto"
+
+
 class Config(_Strict):
     database_url: str = "sqlite:///numsync.db"
     vapi: VapiConfig
@@ -339,6 +346,7 @@ class Config(_Strict):
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     reports: ReportsConfig = Field(default_factory=ReportsConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
+    performance: PerformanceConfig = Field(default_factory=PerformanceConfig)
 
     @model_validator(mode="after")
     def _unique_names(self) -> Config:

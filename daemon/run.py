@@ -31,6 +31,7 @@ from .diff import FindingDraft, compute_findings, judge_sources
 from .models import Action, CarrierRecord, Finding, FindingState, Run, RunSource, VapiRecord
 from .plan import make_plan
 from .snapshot import Progress, take_snapshot
+from .workers import fork_available
 
 __all__ = ["EXIT_CODES", "RunResult", "execute"]
 
@@ -133,8 +134,8 @@ def _execute(
 
     t = time.monotonic()
     with sessions.begin() as session:
-        snap = take_snapshot(session, run_id, vapi, list(chosen), owners,
-                             progress=progress)
+        snap = take_snapshot(session, run_id, vapi, list(chosen), owners, progress=progress,
+                             processes=config.performance.list_in_processes is not False and fork_available())
     stats["snapshot_seconds"] = round(time.monotonic() - t, 3)
     stats["vapi_seconds"] = round(snap.vapi_seconds, 3)
     stats["source_seconds"] = {n: round(o.seconds, 3) for n, o in snap.sources.items()}

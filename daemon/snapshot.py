@@ -1,17 +1,17 @@
 """Stage 1: list Vapi and every source at once and write both sides into the snapshot tables.
 
-Listings run in threads (the critical path is the slowest API, not their sum) and hand batches
-to the caller's thread, which alone writes to the database; SQLite allows one writer and this
-keeps PostgreSQL simple too. A side that fails leaves no rows behind: a failed source's rows are
-deleted before commit, and a failed Vapi listing fails the whole snapshot.
+Listings run at once (the critical path is the slowest API, not their sum), each in a process of
+its own where the platform allows (``workers``), and hand finished rows to the caller's thread,
+which alone writes to the database; SQLite allows one writer and this keeps PostgreSQL simple too.
+A side that fails leaves no rows behind: a failed source's rows are deleted before commit, and a
+failed Vapi listing fails the whole snapshot.
 """
 
 from __future__ import annotations
 
-import queue
-import threading
+import functools
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -25,6 +25,7 @@ from numsync.adapters.vapi_model import to_vapi_number
 from numsync.errors import NumsyncError
 
 from .models import CarrierRecord, UTCDateTime, VapiRecord
+from .workers import Job, run_in_processes, run_in_threads
 
 __all__ = ["SnapshotResult", "SourceOutcome", "take_snapshot", "vapi_match_key"]
 
@@ -50,7 +51,8 @@ class _BulkWriter:
         self._json = [i for i, n in enumerate(self.columns) if isinstance(table.c[n].type, sa.JSON)]
         self._when = [i for i, n in enumerate(self.columns) if isinstance(table.c[n].type, UTCDateTime)]
 
-    def _convert(self, row: tuple[Any, ...]) -> tuple[Any, ...]:
+    def convert(self, row: tuple[Any, ...]) -> tuple[Any, ...]:
+        """The row as the driver takes it; pure, so a listing process can run it."""
         out = list(row)
         for i in self._json:
             if out[i] is not None:
@@ -66,8 +68,9 @@ class _BulkWriter:
         return tuple(out)
 
     def write(self, rows: list[tuple[Any, ...]]) -> None:
+        """Insert rows already converted by ``convert``."""
         if rows:
-            self._conn.exec_driver_sql(self._sql, [self._convert(r) for r in rows])
+            self._conn.exec_driver_sql(self._sql, rows)
 
 
 Progress = Callable[[str, int, int | None], None]
@@ -118,24 +121,6 @@ def _error_text(exc: BaseException) -> str:
     return f"unexpected {exc.__class__.__name__}"
 
 
-_DONE = object()
-
-
-def _produce(q: queue.Queue[Any], tag: str, items: Iterable[Any]) -> None:
-    batch: list[Any] = []
-    try:
-        for item in items:
-            batch.append(item)
-            if len(batch) >= BATCH:
-                q.put((tag, batch))
-                batch = []
-        if batch:
-            q.put((tag, batch))
-        q.put((tag, _DONE))
-    except BaseException as exc:  # reported to the writer thread, which owns the outcome
-        q.put((tag, exc))
-
-
 def take_snapshot(
     session: Session,
     run_id: str,
@@ -144,59 +129,47 @@ def take_snapshot(
     owners: dict[tuple[str, str], str],
     *,
     progress: Progress | None = None,
+    processes: bool = False,
 ) -> SnapshotResult:
-    """List everything and write it for ``run_id``; ``owners`` maps (provider, account) to a source."""
+    """List everything and write it for ``run_id``; ``owners`` maps (provider, account) to a source.
+
+    Each listing is a job that turns records into finished rows (``workers``: in a child process
+    each when ``processes``, else in threads); this thread only writes what they send.
+    """
     result = SnapshotResult(sources={s.name: SourceOutcome(s.name, s.kind) for s in sources})
-    q: queue.Queue[Any] = queue.Queue(maxsize=16)
-    started = {"vapi": time.monotonic(), **{s.name: time.monotonic() for s in sources}}
-
-    def vapi_progress(done: int, total: int) -> None:
-        if progress:
-            progress("vapi", done, total)
-
-    def vapi_items() -> Iterator[VapiNumber]:
-        return vapi.iter_records(progress=vapi_progress, transform=to_vapi_number)
-
-    threads = [threading.Thread(target=_produce, args=(q, "vapi", vapi_items()), daemon=True, name="list-vapi")]
-    for src in sources:
-        threads.append(
-            threading.Thread(target=_produce, args=(q, src.name, src.list_numbers()), daemon=True,
-                             name=f"list-{src.name}")
-        )
-    for t in threads:
-        t.start()
-    pending = len(threads)
-    seen_vapi_ids: set[str] = set()
     vapi_writer = _BulkWriter(session, cast(sa.Table, VapiRecord.__table__), skip=("raw",))
     carrier_writer = _BulkWriter(session, cast(sa.Table, CarrierRecord.__table__))
-    while pending:
-        tag, payload = q.get()
-        if payload is _DONE or isinstance(payload, BaseException):
-            pending -= 1
-            elapsed = time.monotonic() - started[tag]
-            error = _error_text(payload) if isinstance(payload, BaseException) else None
-            if tag == "vapi":
-                result.vapi_seconds, result.vapi_error = elapsed, error
-            else:
-                result.sources[tag].seconds, result.sources[tag].error = elapsed, error
-            continue
-        if tag == "vapi":
-            rows = []
-            for rec in payload:
-                if rec.id in seen_vapi_ids:
-                    continue
-                seen_vapi_ids.add(rec.id)
-                rows.append(_vapi_row(run_id, rec, owners))
-            vapi_writer.write(rows)
-            result.vapi_numbers = len(seen_vapi_ids)
-        else:
-            out = result.sources[tag]
-            carrier_writer.write([_carrier_row(run_id, tag, r) for r in payload])
-            out.numbers += len(payload)
-            if progress:
-                progress(tag, out.numbers, None)
-    for t in threads:
-        t.join()
+    jobs = [Job("vapi", lambda: _vapi_job(vapi, run_id, owners, vapi_writer.convert), _error_text)]
+    for src in sources:
+        jobs.append(Job(src.name, functools.partial(_source_job, src, run_id, carrier_writer.convert), _error_text))
+    started = time.monotonic()
+    events = run_in_processes(jobs) if processes else run_in_threads(jobs)
+    try:
+        for tag, kind, payload in events:
+            if kind == "rows":
+                if tag == "vapi":
+                    vapi_writer.write(payload)
+                    result.vapi_numbers += len(payload)
+                else:
+                    carrier_writer.write(payload)
+                    out = result.sources[tag]
+                    out.numbers += len(payload)
+                    if progress:
+                        progress(tag, out.numbers, None)
+            elif kind == "progress":
+                if progress:
+                    progress(tag, *payload)
+            else:  # done | error
+                elapsed = time.monotonic() - started
+                error = payload if kind == "error" else None
+                if tag == "vapi":
+                    result.vapi_seconds, result.vapi_error = elapsed, error
+                else:
+                    result.sources[tag].seconds, result.sources[tag].error = elapsed, error
+    finally:
+        events.close()
+    if processes:
+        vapi.reset_connections()  # a child may have left one of them mid-request
     for out in result.sources.values():
         if out.error is not None:
             session.execute(
@@ -207,6 +180,49 @@ def take_snapshot(
         session.execute(sa.delete(VapiRecord).where(VapiRecord.run_id == run_id))
         result.vapi_numbers = 0
     return result
+
+
+Row = tuple[Any, ...]
+
+
+def _vapi_job(vapi: VapiApi, run_id: str, owners: dict[tuple[str, str], str],
+              convert: Callable[[Row], Row]) -> Iterator[tuple[str, Any]]:
+    """Vapi's records as finished rows, each record once (a refetched page repeats some)."""
+    said: list[tuple[int, int]] = []
+
+    def vapi_progress(done: int, total: int) -> None:
+        said.append((done, total))
+
+    seen: set[str] = set()
+    rows: list[Row] = []
+    for rec in vapi.iter_records(progress=vapi_progress, transform=to_vapi_number):
+        if rec.id not in seen:
+            seen.add(rec.id)
+            rows.append(convert(_vapi_row(run_id, rec, owners)))
+        if said:
+            if rows:
+                yield "rows", rows
+                rows = []
+            yield "progress", said[-1]
+            said.clear()
+        elif len(rows) >= BATCH:
+            yield "rows", rows
+            rows = []
+    if rows:
+        yield "rows", rows
+    if said:
+        yield "progress", said[-1]
+
+
+def _source_job(src: Source, run_id: str, convert: Callable[[Row], Row]) -> Iterator[tuple[str, Any]]:
+    rows: list[Row] = []
+    for rec in src.list_numbers():
+        rows.append(convert(_carrier_row(run_id, src.name, rec)))
+        if len(rows) >= BATCH:
+            yield "rows", rows
+            rows = []
+    if rows:
+        yield "rows", rows
 
 
 def _cut(value: str | None, size: int) -> str | None:

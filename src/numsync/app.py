@@ -24,6 +24,7 @@ from numsync.daemon.db import open_database
 from numsync.daemon.locks import RUN_LOCK, DatabaseLock
 from numsync.daemon.report_data import build_report, report_context, resolve_run_id
 from numsync.daemon.run import RunResult, execute
+from numsync.daemon.workers import relayed
 from numsync.errors import ConfigError, NumsyncError, PermanentError
 from numsync.metrics import Metrics
 from numsync.redaction import SECRETS
@@ -86,11 +87,11 @@ def _selected(config: Config, names: Sequence[str] | None) -> list[SourceConfig]
     return [s for s in config.sources if s.name in set(names)]
 
 
-def build_sources(cfgs: Sequence[SourceConfig], metrics: Metrics) -> list[Source]:
+def build_sources(cfgs: Sequence[SourceConfig], on_request: Callable[[str, str], None]) -> list[Source]:
     out: list[Source] = []
     for cfg in cfgs:
         try:
-            out.append(build_source(cfg, on_request=metrics.on_request))
+            out.append(build_source(cfg, on_request=on_request))
         except NumsyncError as exc:
             out.append(_BrokenSource(cfg, exc))
         except Exception as exc:  # an SDK refusing its arguments must not stop the other sources
@@ -128,8 +129,10 @@ def run_once(
     sessions = sessionmaker(engine, expire_on_commit=False)
     try:
         with DatabaseLock(config.database_url, RUN_LOCK):
-            sources = build_sources(chosen, metrics)
-            vapi = VapiClient(config.vapi, on_request=metrics.on_request)
+            # listings may run in forked processes: their request counts come back through the relay
+            on_request = relayed(metrics.on_request)
+            sources = build_sources(chosen, on_request)
+            vapi = VapiClient(config.vapi, on_request=on_request)
             try:
                 result = execute(
                     sessions, config, mode=mode, vapi=vapi, sources=sources,

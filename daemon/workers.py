@@ -1,0 +1,212 @@
+"""Run the snapshot's listings in child processes, so their CPU is spread over every core.
+
+Why: a listing is latency-bound only while one core keeps up with it. Reading 100,000 numbers
+costs about 7 s of CPU in SDK parsing, normalising and row building, and in one process the GIL
+puts all of it, for Vapi and every carrier, on one core: a million numbers took six times the
+latency floor. Each listing (a generator of messages, see ``Job``) therefore runs in a child
+process forked for the run, and the parent only writes the rows it receives to the database,
+which stays single-writer.
+
+Why fork, and why only where it is safe: a forked child starts with the adapters the parent built
+(clients, credentials, caches) without pickling them, and in milliseconds, where spawning would
+import three SDKs again (about a second). It is used on Linux only; elsewhere, and when
+configured off, the same jobs run in threads of this process (``run_in_threads``). The child
+touches nothing of the parent's but its job: no database connection (it leaves with
+``os._exit``, closing nothing), and the parent drops the HTTP connections a child may have used
+(``VapiApi.reset_connections``) before it talks to Vapi again.
+
+Callbacks the adapters call during a listing (request metrics) would update the child's copy of
+the parent's state and be lost: wrap them in ``relayed`` and their calls are carried back with
+the next message and replayed in the parent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import itertools
+import multiprocessing
+import multiprocessing.connection
+import os
+import queue
+import signal
+import sys
+import threading
+import warnings
+import weakref
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Job", "Relay", "fork_available", "relayed", "run_in_processes", "run_in_threads"]
+
+# A message from a job: ("rows", [...]), ("progress", (done, total)); the runner adds
+# ("done", None) or ("error", text) at the end.
+Message = tuple[str, Any]
+Event = tuple[str, str, Any]  # (tag, kind, payload)
+
+
+@dataclass
+class Job:
+    """One listing: ``run`` yields messages; ``error_text`` turns its failure into the text reported."""
+
+    tag: str
+    run: Callable[[], Iterator[Message]]
+    error_text: Callable[[BaseException], str]
+
+
+# -- relayed callbacks ------------------------------------------------------------------------------
+_in_child = False
+_outbox: list[tuple[int, tuple[Any, ...]]] = []
+_outbox_lock = threading.Lock()
+_relays: weakref.WeakValueDictionary[int, Relay] = weakref.WeakValueDictionary()
+_ids = itertools.count()
+
+
+class Relay:
+    """A callback that may be called in a listing process; see the module docstring."""
+
+    def __init__(self, fn: Callable[..., None]) -> None:
+        self._fn = fn
+        self.id = next(_ids)
+        _relays[self.id] = self
+
+    def __call__(self, *args: Any) -> None:
+        if _in_child:
+            with _outbox_lock:
+                _outbox.append((self.id, args))
+        else:
+            self._fn(*args)
+
+
+def relayed(fn: Callable[..., None]) -> Relay:
+    """``fn``, made safe to call from a listing process."""
+    return fn if isinstance(fn, Relay) else Relay(fn)
+
+
+def _drain() -> list[tuple[int, tuple[Any, ...]]]:
+    global _outbox
+    with _outbox_lock:
+        calls, _outbox = _outbox, []
+    return calls
+
+
+def _replay(calls: list[tuple[int, tuple[Any, ...]]]) -> None:
+    for relay_id, args in calls:
+        relay = _relays.get(relay_id)
+        if relay is not None:
+            relay(*args)
+
+
+# -- processes ------------------------------------------------------------------------------------
+def fork_available() -> bool:
+    """Whether listings may run in forked processes here (Linux: fork is the default and well-trodden)."""
+    return sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to kill this child when the parent dies (a SIGKILLed run must not leave listings behind)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _child_main(conn: multiprocessing.connection.Connection, job: Job, parent: int) -> None:
+    global _in_child
+    _in_child = True
+    _drain()  # calls recorded by other threads of the parent at fork time are not this child's
+    _die_with_parent()
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+    try:
+        for kind, payload in job.run():
+            conn.send((kind, payload, _drain()))
+        conn.send(("done", None, _drain()))
+    except BaseException as exc:  # reported to the parent, which owns the outcome
+        with contextlib.suppress(OSError, ValueError):
+            conn.send(("error", job.error_text(exc), _drain()))
+    finally:
+        conn.close()
+
+
+def run_in_processes(jobs: list[Job]) -> Generator[Event, None, None]:
+    """Run each job in a forked child; yield its messages as they arrive, then ("done"|"error").
+
+    Closing the iterator early (the caller failed) kills the children that are still listing.
+    """
+    ctx = multiprocessing.get_context("fork")
+    children: dict[multiprocessing.connection.Connection, tuple[str, Any]] = {}
+    started: list[Any] = []
+    try:
+        for job in jobs:
+            receive, send = ctx.Pipe(duplex=False)
+            proc = ctx.Process(target=_child_main, args=(send, job, os.getpid()), name=f"numsync-list-{job.tag}",
+                               daemon=True)
+            with warnings.catch_warnings():
+                # Python 3.12+ warns about fork in a process with threads; the child only runs
+                # its job (see the module docstring), so the hazard the warning is about is not ours.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                proc.start()
+            send.close()
+            children[receive] = (job.tag, proc)
+            started.append(proc)
+        while children:
+            for conn in multiprocessing.connection.wait(list(children)):
+                assert isinstance(conn, multiprocessing.connection.Connection)
+                tag, proc = children[conn]
+                try:
+                    kind, payload, calls = conn.recv()
+                except (EOFError, OSError):
+                    proc.join()
+                    ended = f"its listing process ended unexpectedly (exit code {proc.exitcode})"
+                    kind, payload, calls = "error", ended, []
+                _replay(calls)
+                if kind in ("done", "error"):
+                    del children[conn]
+                    conn.close()
+                yield tag, kind, payload
+    finally:
+        for conn, (_tag, proc) in children.items():  # still listing: the caller gave up
+            conn.close()
+            if proc.is_alive():
+                proc.kill()
+        for proc in started:
+            proc.join()
+
+
+# -- threads (where fork is not available, or configured off) -------------------------------------
+_END = object()
+
+
+def run_in_threads(jobs: list[Job], *, maxsize: int = 16) -> Generator[Event, None, None]:
+    """The same jobs in threads of this process: the same events, one core."""
+    q: queue.Queue[Any] = queue.Queue(maxsize=maxsize)
+    stop = threading.Event()
+
+    def work(job: Job) -> None:
+        try:
+            for kind, payload in job.run():
+                if stop.is_set():
+                    return
+                q.put((job.tag, kind, payload))
+            q.put((job.tag, "done", None))
+        except BaseException as exc:  # reported to the caller's thread, which owns the outcome
+            q.put((job.tag, "error", job.error_text(exc)))
+
+    threads = [threading.Thread(target=work, args=(job,), daemon=True, name=f"list-{job.tag}") for job in jobs]
+    for t in threads:
+        t.start()
+    pending = len(threads)
+    try:
+        while pending:
+            event = q.get()
+            if event[1] in ("done", "error"):
+                pending -= 1
+            yield event
+    finally:
+        stop.set()  # producers still listing (the caller failed) stop at their next message
+        with contextlib.suppress(queue.Empty):
+            while True:  # and one blocked on the full queue gets its place
+                q.get_nowait()
