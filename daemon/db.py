@@ -80,6 +80,9 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA busy_timeout=30000")
+    # 64 MiB of page cache (the default is 2 MiB): a snapshot's index inserts at a million numbers
+    # otherwise go to the OS for most pages, which tripled their cost. Allocated only as used.
+    cur.execute("PRAGMA cache_size=-65536")
     cur.close()
 
 

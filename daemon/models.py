@@ -109,8 +109,10 @@ class VapiRecord(Base):
 
     __tablename__ = "vapi_records"
 
-    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
-    vapi_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # An integer key and one index: a snapshot is a million inserts at scale (migration 0002).
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    vapi_id: Mapped[str] = mapped_column(String(64))  # unique in a run: the listing keeps each record once
     provider: Mapped[str] = mapped_column(String(32))
     number: Mapped[str | None] = mapped_column(String(64))
     match_key: Mapped[str | None] = mapped_column(String(64))  # E.164, or the number as written
@@ -123,14 +125,11 @@ class VapiRecord(Base):
     created_at: Mapped[str | None] = mapped_column(String(40))
     updated_at: Mapped[datetime | None]
     # Not written since 0002 (nothing read it, and encoding and storing it was a third of a
-    # snapshot's cost); nullable first so the previous release can still insert it during a
+    # snapshot's cost); kept, nullable, so the previous release can still insert it during a
     # rolling deploy, to be dropped by a later migration.
     raw: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
-    __table_args__ = (
-        Index("ix_vapi_records_run_key", "run_id", "match_key"),
-        Index("ix_vapi_records_run_source", "run_id", "source"),
-    )
+    __table_args__ = (Index("ix_vapi_records_run_key", "run_id", "match_key"),)
 
 
 class CarrierRecord(Base):
@@ -149,10 +148,7 @@ class CarrierRecord(Base):
     routing: Mapped[str | None] = mapped_column(String(255))
     routed_elsewhere: Mapped[bool] = mapped_column(Boolean, default=False)
 
-    __table_args__ = (
-        Index("ix_carrier_records_run_key", "run_id", "match_key"),
-        Index("ix_carrier_records_run_source", "run_id", "source", "match_key"),
-    )
+    __table_args__ = (Index("ix_carrier_records_run_key", "run_id", "match_key"),)
 
 
 class Finding(Base):

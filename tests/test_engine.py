@@ -216,8 +216,8 @@ def test_snapshot_rows_read_back_as_written(tmp_path: Path, db_url: str, vapi: A
     out = run_once(cfg, mode="plan")
     engine = make_engine(db_url)
     with sa.orm.Session(engine) as session:
-        row = session.get(VapiRecord, (out.result.run_id, rec["id"]))
-        assert row is not None
+        row = session.execute(sa.select(VapiRecord).where(VapiRecord.run_id == out.result.run_id,
+                                                          VapiRecord.vapi_id == rec["id"])).scalar_one()
         assert row.updated_at == datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
         assert (row.routed, row.source, row.name, row.match_key) == (True, "trunk-t", "front desk", "+14155550100")
         assert row.raw is None  # not kept since migration 0002: nothing read it
