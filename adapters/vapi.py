@@ -88,11 +88,24 @@ def _is_secret_key(key: str) -> bool:
         secret = key in SECRET_FIELDS or is_secret_key(key)  # the project-wide rule (numsync.redaction)
         if len(_SECRET_KEYS) < 10_000:
             _SECRET_KEYS[key] = secret
+            if not secret:
+                _SAFE_KEYS.add(key)
     return secret
 
 
+_SAFE_KEYS: set[str] = set()  # keys seen and judged not secret (bounded like _SECRET_KEYS)
+_NESTED = (dict, list)
+
+
 def _scrub(value: Any, parent: str | None) -> Any:
-    """Remove secrets in place. The listing's hot path (100,000 records): memo lookups, no copies."""
+    """Remove secrets in place. The listing's hot path (a million records): memo lookups, no copies.
+
+    A record whose keys were all judged safe before and that holds nothing nested (the common
+    case) is passed by two C-level checks, without a Python loop over its fields.
+    """
+    if (type(value) is dict and parent != "server" and value.keys() <= _SAFE_KEYS
+            and not any(type(item) in _NESTED for item in value.values())):
+        return value
     if type(value) is dict:
         doomed: list[Any] = []
         memo = _SECRET_KEYS.get

@@ -6,7 +6,7 @@ fixed here and nowhere else.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from numsync.errors import ProtocolError
 
@@ -35,7 +35,50 @@ def owner_account(record: dict[str, Any]) -> str | None:
 
 
 def to_vapi_number(record: dict[str, Any]) -> VapiNumber:
-    """Read one (already redacted) record; raises ProtocolError naming the record when unusable."""
+    """Read one (already redacted) record; raises ProtocolError naming the record when unusable.
+
+    Runs once per record of a listing (a million at scale), so the fields are fetched once and
+    checked with one pass over their types; the slow path only names what is wrong.
+    """
+    get = record.get
+    rid = get("id")
+    provider = get("provider")
+    texts = [get(key) for key in _TEXT_FIELDS]
+    if (type(rid) is not str or not rid or len(rid) > 64 or type(provider) is not str or not provider
+            or not all(v is None or type(v) is str for v in texts)):
+        _refuse(record)
+    number, sip_uri, status, name, sid, credential, created, updated = texts
+    given = get("server")
+    routed = bool(
+        get("assistantId") or get("squadId") or get("workflowId")
+        or (given.get("url") if type(given) is dict else None)
+    )
+    if provider == "twilio":
+        account = sid
+    elif provider in CARRIER_PROVIDERS:
+        account = credential
+    else:
+        account = None
+    if number:
+        number = number.strip() or None
+    return VapiNumber(
+        id=rid,
+        provider=provider,
+        number=number or None,
+        sip_uri=sip_uri or None,
+        status=status,
+        name=name,
+        account=account,
+        routed=routed,
+        e164_check=not (provider == "byo-phone-number" and get("numberE164CheckEnabled") is False),
+        created_at=created,
+        updated_at=updated,
+        raw=record,
+    )
+
+
+def _refuse(record: dict[str, Any]) -> NoReturn:
+    """The ProtocolError for a record ``to_vapi_number`` cannot read, naming the record and the field."""
     rid = record.get("id")
     if not isinstance(rid, str) or not rid or len(rid) > 64:
         raise ProtocolError("a Vapi record has no usable 'id'", api="vapi", operation="list")
@@ -49,26 +92,7 @@ def to_vapi_number(record: dict[str, Any]) -> VapiNumber:
                 f"Vapi record {rid} has a {type(value).__name__} for '{key}' where text belongs",
                 api="vapi", operation="list",
             )
-    given = record.get("server")
-    server: dict[str, Any] = given if isinstance(given, dict) else {}
-    routed = bool(
-        record.get("assistantId") or record.get("squadId") or record.get("workflowId") or server.get("url")
-    )
-    number = (record.get("number") or "").strip()
-    return VapiNumber(
-        id=rid,
-        provider=provider,
-        number=number or None,
-        sip_uri=record.get("sipUri") or None,
-        status=record.get("status"),
-        name=record.get("name"),
-        account=owner_account(record),
-        routed=routed,
-        e164_check=not (provider == "byo-phone-number" and record.get("numberE164CheckEnabled") is False),
-        created_at=record.get("createdAt"),
-        updated_at=record.get("updatedAt"),
-        raw=record,
-    )
+    raise ProtocolError(f"Vapi record {rid} cannot be read", api="vapi", operation="list")
 
 
 def owner_for(cfg: SourceConfig) -> VapiOwner:

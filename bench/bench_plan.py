@@ -178,6 +178,7 @@ def main() -> None:
         "wall_s": round(wall, 2), "floor_s": round(floor, 2), "wall_over_floor": round(wall / floor, 2),
         "snapshot_s": stats.get("snapshot_seconds"), "diff_s": stats.get("diff_seconds"),
         "vapi_s": stats.get("vapi_seconds"), "source_s": stats.get("source_seconds"),
+        "listing_cpu_s": stats.get("listing_cpu_seconds"),
         "requests": requests, "minimum_requests": minimum,
         "cpu_s": round(cpu, 2), "listing_processes_cpu_s": round(listing_cpu, 2), "emulators_cpu_s": round(emu_cpu, 2),
         "listing_processes_peak_rss_mb": round(listing_rss / 1024, 1),

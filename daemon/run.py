@@ -139,6 +139,8 @@ def _execute(
     stats["snapshot_seconds"] = round(time.monotonic() - t, 3)
     stats["vapi_seconds"] = round(snap.vapi_seconds, 3)
     stats["source_seconds"] = {n: round(o.seconds, 3) for n, o in snap.sources.items()}
+    if snap.cpu_seconds:
+        stats["listing_cpu_seconds"] = snap.cpu_seconds
     kinds = {s.name: s.kind for s in chosen}
     if snap.vapi_error is None:
         snap.vapi_error = _vapi_suspect(sessions, run_id, snap.vapi_numbers, config.policy.max_orphan_fraction)

@@ -91,6 +91,7 @@ class SnapshotResult:
     vapi_error: str | None = None
     vapi_seconds: float = 0.0
     sources: dict[str, SourceOutcome] = field(default_factory=dict)
+    cpu_seconds: dict[str, float] = field(default_factory=dict)  # per listing process, when they ran in processes
 
 
 def vapi_match_key(rec: VapiNumber) -> str | None:
@@ -159,6 +160,8 @@ def take_snapshot(
             elif kind == "progress":
                 if progress:
                     progress(tag, *payload)
+            elif kind == "cpu":
+                result.cpu_seconds[tag] = payload
             else:  # done | error
                 elapsed = time.monotonic() - started
                 error = payload if kind == "error" else None
@@ -231,21 +234,26 @@ def _cut(value: str | None, size: int) -> str | None:
 
 
 def _vapi_row(run_id: str, rec: VapiNumber, owners: dict[tuple[str, str], str]) -> tuple[Any, ...]:
-    """One vapi_records row, in the table's column order (checked by a test); ``raw`` is not kept."""
-    source = owners.get((rec.provider, rec.account)) if rec.account else None
+    """One vapi_records row, in the table's column order (checked by a test); ``raw`` is not kept.
+
+    Values are cut to their columns (PostgreSQL refuses an over-long one and fails the run);
+    inline, because this runs once per Vapi record (``s[:n]`` is ``s`` itself when it fits).
+    """
+    account = rec.account
+    name = rec.name
     return (
         run_id,
-        _cut(rec.id, 64),
-        _cut(rec.provider, 32),
-        _cut(rec.number, 64),
+        rec.id[:64],
+        rec.provider[:32],
+        rec.number and rec.number[:64],
         _cut(vapi_match_key(rec), 64),
-        _cut(rec.sip_uri, 255),
-        _cut(rec.status, 16),
-        _cut(rec.name, 80) or None,
-        _cut(rec.account, 128),
-        source,
+        rec.sip_uri and rec.sip_uri[:255],
+        rec.status and rec.status[:16],
+        name[:80] if name else None,
+        account and account[:128],
+        owners.get((rec.provider, account)) if account else None,
         rec.routed,
-        _cut(rec.created_at, 40),
+        rec.created_at and rec.created_at[:40],
         _parse_ts(rec.updated_at),
     )
 

@@ -41,7 +41,7 @@ from typing import Any
 __all__ = ["Job", "Relay", "fork_available", "relayed", "run_in_processes", "run_in_threads"]
 
 # A message from a job: ("rows", [...]), ("progress", (done, total)); the runner adds
-# ("done", None) or ("error", text) at the end.
+# ("done", None) or ("error", text) at the end, and a process runner ("cpu", seconds) before "done".
 Message = tuple[str, Any]
 Event = tuple[str, str, Any]  # (tag, kind, payload)
 
@@ -123,6 +123,8 @@ def _child_main(conn: multiprocessing.connection.Connection, job: Job, parent: i
     try:
         for kind, payload in job.run():
             conn.send((kind, payload, _drain()))
+        cpu = os.times()
+        conn.send(("cpu", round(cpu.user + cpu.system, 3), []))  # this listing's CPU, for the run's stats
         conn.send(("done", None, _drain()))
     except BaseException as exc:  # reported to the parent, which owns the outcome
         with contextlib.suppress(OSError, ValueError):

@@ -18,6 +18,7 @@ The previous release's inserts (which name raw and no id) still work on the new 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -28,9 +29,10 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
-def _vapi_columns(*, new: bool) -> list[sa.Column[object]]:
+def _vapi_columns(*, new: bool) -> list[sa.Column[Any]]:
+    key: list[sa.Column[Any]] = [sa.Column("id", sa.Integer(), autoincrement=True, nullable=False)] if new else []
     return [
-        *([sa.Column("id", sa.Integer(), autoincrement=True, nullable=False)] if new else []),
+        *key,
         sa.Column("run_id", sa.String(length=36), nullable=False),
         sa.Column("vapi_id", sa.String(length=64), nullable=False),
         sa.Column("provider", sa.String(length=32), nullable=False),
