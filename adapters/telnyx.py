@@ -45,7 +45,7 @@ import httpx
 import telnyx
 
 from numsync.adapters.base import SourceRecord, VapiOwner, to_e164
-from numsync.adapters.http_util import loads, parse_retry_after, ssl_context_with_extra_ca
+from numsync.adapters.http_util import default_tls_verify, loads, parse_retry_after, ssl_context_with_extra_ca
 from numsync.config import TelnyxSourceConfig
 from numsync.errors import (
     AdapterError,
@@ -133,8 +133,9 @@ class TelnyxSource:
         self.page_size = page_size
         self._sleep = sleep
         self._routes = frozenset(cfg.routes_to_vapi)
-        verify: ssl.SSLContext | bool = (
-            ssl_context_with_extra_ca(cfg.ca_bundle, owner=f"source {cfg.name}") if cfg.ca_bundle else True
+        verify: ssl.SSLContext = (
+            ssl_context_with_extra_ca(cfg.ca_bundle, owner=f"source {cfg.name}") if cfg.ca_bundle
+            else default_tls_verify()
         )
         http_client = telnyx.DefaultHttpxClient(
             verify=verify,

@@ -60,7 +60,7 @@ from numsync.errors import (
 )
 from numsync.redaction import is_secret_key
 
-from .http_util import loads, parse_retry_after, ssl_context_with_extra_ca
+from .http_util import default_tls_verify, loads, parse_retry_after, ssl_context_with_extra_ca
 
 __all__ = ["MAX_ROUNDS", "SECRET_FIELDS", "VapiClient", "VapiStats", "redact_record"]
 
@@ -190,8 +190,8 @@ def _message_of(payload: Any) -> str:
     return str(message) if message is not None else ""
 
 
-def _tls_verify(cfg: VapiConfig) -> ssl.SSLContext | bool:
-    return ssl_context_with_extra_ca(cfg.ca_bundle, owner="vapi") if cfg.ca_bundle is not None else True
+def _tls_verify(cfg: VapiConfig) -> ssl.SSLContext:
+    return ssl_context_with_extra_ca(cfg.ca_bundle, owner="vapi") if cfg.ca_bundle is not None else default_tls_verify()
 
 
 def _normalise_number(number: Any) -> str | None:
@@ -230,6 +230,7 @@ class VapiClient:
         self._slots = threading.BoundedSemaphore(cfg.max_concurrency)
         self.stats = VapiStats()
         self._transport = transport
+        self._verify = _tls_verify(cfg)
         self._http = self._new_http()
 
     def _new_http(self) -> httpx.Client:
@@ -241,7 +242,7 @@ class VapiClient:
             timeout=httpx.Timeout(cfg.timeout),
             limits=httpx.Limits(max_connections=cfg.max_concurrency,
                                 max_keepalive_connections=cfg.max_concurrency),
-            verify=_tls_verify(cfg),
+            verify=self._verify,
             transport=self._transport,
             follow_redirects=False,
         )

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import itertools
 import multiprocessing
 import multiprocessing.connection
@@ -141,6 +142,9 @@ def run_in_processes(jobs: list[Job]) -> Generator[Event, None, None]:
     ctx = multiprocessing.get_context("fork")
     children: dict[multiprocessing.connection.Connection, tuple[str, Any]] = {}
     started: list[Any] = []
+    # Objects alive now are the parent's: frozen, the children's garbage collector never walks
+    # them, so it does not write to (and copy) every page of the parent's heap it inherited.
+    gc.freeze()
     try:
         for job in jobs:
             receive, send = ctx.Pipe(duplex=False)
@@ -154,6 +158,7 @@ def run_in_processes(jobs: list[Job]) -> Generator[Event, None, None]:
             send.close()
             children[receive] = (job.tag, proc)
             started.append(proc)
+        gc.unfreeze()
         while children:
             for conn in multiprocessing.connection.wait(list(children)):
                 assert isinstance(conn, multiprocessing.connection.Connection)
@@ -170,6 +175,7 @@ def run_in_processes(jobs: list[Job]) -> Generator[Event, None, None]:
                     conn.close()
                 yield tag, kind, payload
     finally:
+        gc.unfreeze()
         for conn, (_tag, proc) in children.items():  # still listing: the caller gave up
             conn.close()
             if proc.is_alive():
