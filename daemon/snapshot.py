@@ -33,12 +33,13 @@ BATCH = 2000
 
 
 class _BulkWriter:
-    """Inserts snapshot rows through the driver's own executemany.
+    """Inserts snapshot rows through the driver: executemany on SQLite, COPY on PostgreSQL.
 
     A snapshot is all bulk, and SQLAlchemy's per-row parameter processing (type decorators, JSON)
     was a third of a 100,000-number run's CPU. The values are converted here the way the column
     types would convert them: JSON as text, datetimes as SQLite's text form or aware for PostgreSQL;
     only the columns that need it are touched (a generic loop over every value cost 7 us a row).
+    On PostgreSQL, COPY (psycopg's ``write_row``) moves a row for a fraction of an INSERT's cost.
     """
 
     def __init__(self, session: Session, table: sa.Table, *, skip: tuple[str, ...] = ()) -> None:
@@ -48,6 +49,8 @@ class _BulkWriter:
         mark = "?" if self._conn.dialect.paramstyle == "qmark" else "%s"
         self._sql = (f"INSERT INTO {table.name} ({', '.join(self.columns)}) "
                      f"VALUES ({', '.join([mark] * len(self.columns))})")
+        self._copy = (f"COPY {table.name} ({', '.join(self.columns)}) FROM STDIN"
+                      if self._conn.dialect.name == "postgresql" and self._conn.dialect.driver == "psycopg" else None)
         self._json = [i for i, n in enumerate(self.columns) if isinstance(table.c[n].type, sa.JSON)]
         self._when = [i for i, n in enumerate(self.columns) if isinstance(table.c[n].type, UTCDateTime)]
 
@@ -69,8 +72,18 @@ class _BulkWriter:
 
     def write(self, rows: list[tuple[Any, ...]]) -> None:
         """Insert rows already converted by ``convert``."""
-        if rows:
+        if not rows:
+            return
+        if self._copy is None:
             self._conn.exec_driver_sql(self._sql, rows)
+            return
+        cursor = self._conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            with cursor.copy(self._copy) as copy:
+                for row in rows:
+                    copy.write_row(row)
+        finally:
+            cursor.close()
 
 
 Progress = Callable[[str, int, int | None], None]
