@@ -1,0 +1,194 @@
+"""Listing in forked processes (daemon/workers.py): the same snapshot as threads, failures contained.
+
+The jobs here are real listings against the Vapi emulation and a CSV source, or small generators of
+our own; nothing of the SDKs or the database is replaced.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+import sqlalchemy.orm
+
+from numsync.adapters.base import SourceRecord, VapiOwner
+from numsync.adapters.vapi import VapiClient
+from numsync.app import run_once
+from numsync.config import Config, parse_config
+from numsync.daemon.db import make_engine, open_database
+from numsync.daemon.models import CarrierRecord, Run, VapiRecord
+from numsync.daemon.snapshot import take_snapshot
+from numsync.daemon.workers import Job, fork_available, relayed, run_in_processes, run_in_threads
+from numsync.metrics import Metrics
+from numsync.sandbox.server import EmulatorServer
+from numsync.sandbox.vapi import VapiEmulator
+
+pytestmark = pytest.mark.skipif(not fork_available(), reason="listing processes are forked (Linux)")
+
+
+@pytest.fixture
+def vapi() -> Iterator[tuple[VapiEmulator, EmulatorServer]]:
+    emu = VapiEmulator(api_key="test-vapi-key")
+    with EmulatorServer(emu) as server:
+        yield emu, server
+
+
+def config(tmp_path: Path, db_url: str, vapi_url: str, csv: Path, processes: bool) -> Config:
+    return parse_config(f"""
+database_url: {db_url}
+vapi:
+  api_key: test-vapi-key
+  base_url: {vapi_url}
+  requests_per_second: 0
+  page_size: 7
+sources:
+  - name: trunk-a
+    kind: byo
+    numbers_file: {csv}
+    vapi_credential_id: cred-a
+reports:
+  dir: {tmp_path / 'reports'}
+  formats: [json]
+performance:
+  list_in_processes: {'true' if processes else 'false'}
+""", origin="test.yaml", base_dir=tmp_path, env={})
+
+
+def requests_counted(metrics: Metrics) -> dict[tuple[str, str], float]:
+    return {(s.labels["api"], s.labels["status"]): s.value for fam in metrics.registry.collect()
+            if fam.name == "numsync_api_requests" for s in fam.samples if s.name.endswith("_total")}
+
+
+def snapshot_rows(db_url: str, run_id: str) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            v = VapiRecord.__table__.c
+            c = CarrierRecord.__table__.c
+            vapi_rows = conn.execute(sa.select(*[col for col in v if col.name not in ("id", "run_id")])
+                                     .where(v.run_id == run_id).order_by(v.vapi_id)).all()
+            carrier_rows = conn.execute(sa.select(*[col for col in c if col.name not in ("id", "run_id")])
+                                        .where(c.run_id == run_id).order_by(c.number)).all()
+    finally:
+        engine.dispose()
+    return [tuple(r) for r in vapi_rows], [tuple(r) for r in carrier_rows]
+
+
+def test_processes_and_threads_write_the_same_snapshot_and_count_the_same_requests(
+        tmp_path: Path, db_url: str, vapi: Any) -> None:
+    emu, server = vapi
+    for i in range(40):  # six pages of seven: the listing spans several batches and requests
+        emu.add("byo-phone-number", number=f"+1415555{i:04d}", credentialId="cred-a",
+                assistantId="asst-1" if i % 5 else None, name=f"line {i}")
+    emu.add("twilio", number="+14155559999", twilioAccountSid="AC" + "2" * 32, assistantId="asst-1")
+    csv = tmp_path / "a.csv"
+    csv.write_text("number,label\n" + "".join(f"+1415555{i:04d},l{i}\n" for i in range(3, 45)))
+    outcomes = {}
+    for processes in (True, False):
+        metrics = Metrics()
+        before = len(emu.requests)
+        out = run_once(config(tmp_path, db_url, server.url, csv, processes), mode="plan", metrics=metrics)
+        sent = len(emu.requests) - before
+        assert "listing_cpu_seconds" in out.result.stats if processes else "listing_cpu_seconds" not in out.result.stats
+        counted = requests_counted(metrics)
+        assert sum(counted.values()) == sent == 7  # the probe and six pages, each counted once
+        findings = sorted((f["kind"], f["number"] or "", f["source"] or "") for f in out.report["findings"])
+        outcomes[processes] = (findings, counted, snapshot_rows(db_url, out.result.run_id))
+    assert outcomes[True] == outcomes[False]
+    findings, _, (vapi_rows, carrier_rows) = outcomes[True]
+    assert len(vapi_rows) == 41 and len(carrier_rows) == 42
+    assert ("missing_in_vapi", "+14155550040", "trunk-a") in findings
+    assert ("orphaned", "+14155550000", "trunk-a") in findings
+
+
+class _Trunk:
+    """A source of our own (the Source protocol, no SDK): lists a few numbers, then maybe dies."""
+
+    kind = "byo"
+
+    def __init__(self, name: str, numbers: int, die: bool) -> None:
+        self.name, self._numbers, self._die = name, numbers, die
+
+    def owner(self) -> VapiOwner:
+        return VapiOwner("byo-phone-number", "credentialId", f"cred-{self.name}")
+
+    def list_numbers(self) -> Iterator[SourceRecord]:
+        for i in range(self._numbers):
+            yield SourceRecord(number=f"+1212555{i:04d}", e164=f"+1212555{i:04d}", carrier_id=str(i))
+        if self._die:
+            os._exit(3)  # as the OOM killer or a crashing C extension would end it
+
+    def import_body(self, e164: str) -> dict[str, Any]:
+        return {}
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_listing_process_that_dies_fails_its_source_alone_and_leaves_no_rows(
+        tmp_path: Path, vapi: Any) -> None:
+    emu, server = vapi
+    emu.add("vonage", number="+442071838750", credentialId="cred-x")
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    engine = open_database(url)
+    run_id = str(uuid.uuid4())
+    cfg = config(tmp_path, url, server.url, tmp_path / "unused.csv", True)
+    client = VapiClient(cfg.vapi)
+    try:
+        with sa.orm.Session(engine) as session, session.begin():
+            session.add(Run(id=run_id, seq=1, mode="plan", started_at=datetime.now(UTC)))
+            session.flush()
+            snap = take_snapshot(session, run_id, client,
+                                 [_Trunk("dying", 4500, die=True), _Trunk("fine", 30, die=False)],  # type: ignore[list-item]
+                                 {}, processes=True)
+        assert snap.sources["dying"].error == "its listing process ended unexpectedly (exit code 3)"
+        assert (snap.sources["dying"].numbers, snap.sources["fine"].numbers, snap.vapi_numbers) == (0, 30, 1)
+        assert snap.sources["fine"].error is None and snap.vapi_error is None
+        with engine.connect() as conn:
+            by_source = dict(conn.execute(sa.select(CarrierRecord.source, sa.func.count())
+                                          .group_by(CarrierRecord.source)).all())
+        assert by_source == {"fine": 30}  # the 4,000 rows the dying listing had sent are gone
+        # the Vapi client still works after a child used (copies of) its connections
+        assert client.find_by_number("+442071838750")[0]["credentialId"] == "cred-x"
+    finally:
+        client.close()
+        engine.dispose()
+
+
+def _pid_job(calls: Any) -> Iterator[tuple[str, Any]]:
+    for i in range(3):
+        calls("request", str(i))
+    yield "rows", [os.getpid()]
+    r, _w = os.pipe()
+    os.read(r, 1)  # nothing is ever written: the job blocks here until it is killed
+
+
+def test_relayed_calls_reach_the_parent_in_order_and_an_abandoned_child_is_killed() -> None:
+    seen: list[tuple[str, str]] = []
+    calls = relayed(lambda api, status: seen.append((api, status)))
+    events = run_in_processes([Job("stuck", lambda: _pid_job(calls), repr)])
+    tag, kind, payload = next(events)
+    assert (tag, kind) == ("stuck", "rows")
+    child = payload[0]
+    assert child != os.getpid()
+    assert seen == [("request", "0"), ("request", "1"), ("request", "2")]  # replayed before the batch
+    events.close()  # the caller gives up (its database write failed, say)
+    with pytest.raises(ProcessLookupError):
+        os.kill(child, 0)  # killed and reaped
+
+
+def test_threads_run_the_same_jobs_and_report_a_failure_as_text() -> None:
+    def job() -> Iterator[tuple[str, Any]]:
+        yield "rows", [1, 2]
+        raise RuntimeError("boom")
+
+    events = list(run_in_threads([Job("t", job, lambda exc: f"failed: {exc}")]))
+    assert events == [("t", "rows", [1, 2]), ("t", "error", "failed: boom")]
+    in_processes = list(run_in_processes([Job("p", job, lambda exc: f"failed: {exc}")]))
+    assert [e for e in in_processes if e[1] != "cpu"] == [("p", "rows", [1, 2]), ("p", "error", "failed: boom")]
