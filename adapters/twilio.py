@@ -50,7 +50,12 @@ from twilio.rest import Client
 from twilio.twiml import TwiMLException
 
 from numsync.adapters.base import SourceRecord, VapiOwner, to_e164
-from numsync.adapters.http_util import PinnedVerifyAdapter, combined_ca_bundle, parse_retry_after
+from numsync.adapters.http_util import (
+    PinnedVerifyAdapter,
+    combined_ca_bundle,
+    parse_retry_after,
+    read_environment_once,
+)
 from numsync.config import TwilioSourceConfig
 from numsync.errors import (
     AdapterError,
@@ -101,6 +106,7 @@ class _TwilioHttp(TwilioHttpClient):
         adapter = PinnedVerifyAdapter(verify)
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
+        read_environment_once(self.session, self.base_url or "https://api.twilio.com")
 
     def request(
         self,

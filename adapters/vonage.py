@@ -62,7 +62,12 @@ from vonage_http_client import Auth, HttpClient, HttpClientOptions
 from vonage_numbers import Numbers
 
 from numsync.adapters.base import SourceRecord, VapiOwner, to_e164
-from numsync.adapters.http_util import PinnedVerifyAdapter, combined_ca_bundle, parse_retry_after
+from numsync.adapters.http_util import (
+    PinnedVerifyAdapter,
+    combined_ca_bundle,
+    parse_retry_after,
+    read_environment_once,
+)
 from numsync.config import VonageSourceConfig
 from numsync.errors import (
     AdapterError,
@@ -468,6 +473,8 @@ class VonageSource:
         auth = Auth(api_key=cfg.api_key.get_secret_value(), api_secret=cfg.api_secret.get_secret_value())
         http_client = HttpClient(auth, self._options, _sdk_version())
         client = _Client(http_client, Numbers(http_client))
+        with contextlib.suppress(RuntimeError):  # an SDK without a requests session reads it its own way
+            read_environment_once(_session_of(client), f"https://{http_client.rest_host}/")
         if self._bundle is not None:
             try:
                 session = _session_of(client)

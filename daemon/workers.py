@@ -121,17 +121,36 @@ def _child_main(conn: multiprocessing.connection.Connection, job: Job, parent: i
     _die_with_parent()
     if os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(1)
+    # The listing hands messages to a sender thread: a send blocks while the parent is busy
+    # writing another listing's batch, and the listing must not stall on it (it would turn the
+    # parent's writes into everyone's latency). A bounded queue still holds a listing back when
+    # the parent falls far behind.
+    outbox: queue.Queue[Any] = queue.Queue(maxsize=_CHILD_QUEUE)
+    sender = threading.Thread(target=_send_all, args=(conn, outbox), name="numsync-send", daemon=True)
+    sender.start()
     try:
         for kind, payload in job.run():
-            conn.send((kind, payload, _drain()))
+            outbox.put((kind, payload, _drain()))
         cpu = os.times()
-        conn.send(("cpu", round(cpu.user + cpu.system, 3), []))  # this listing's CPU, for the run's stats
-        conn.send(("done", None, _drain()))
+        outbox.put(("cpu", round(cpu.user + cpu.system, 3), []))  # this listing's CPU, for the run's stats
+        outbox.put(("done", None, _drain()))
     except BaseException as exc:  # reported to the parent, which owns the outcome
-        with contextlib.suppress(OSError, ValueError):
-            conn.send(("error", job.error_text(exc), _drain()))
+        outbox.put(("error", job.error_text(exc), _drain()))
     finally:
+        outbox.put(None)
+        sender.join()
         conn.close()
+
+
+_CHILD_QUEUE = 32  # batches (2,000 rows each) a listing may run ahead of the parent
+
+
+def _send_all(conn: multiprocessing.connection.Connection, outbox: queue.Queue[Any]) -> None:
+    while (message := outbox.get()) is not None:
+        try:
+            conn.send(message)
+        except (OSError, ValueError):  # the parent is gone: nothing left to tell
+            os._exit(1)
 
 
 def run_in_processes(jobs: list[Job]) -> Generator[Event, None, None]:
