@@ -63,23 +63,28 @@ def main() -> None:
         "",
         f"Machine: {machine()}. Run: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')} by `make bench`.",
         "Emulated latency 20 ms per request; each API's emulation runs in its own process; numsync's",
-        "figures are for the `numsync plan` process alone. Floor = the latency floor of the critical path",
-        "(the slowest API's pages x latency / its concurrency). Requests are numsync's, against the minimum",
-        "(pages of the largest size each API allows; Vapi's minimum leaves out its one probe request).",
+        "figures are for `numsync plan` (its main process and the listing processes it forks). Floor = the",
+        "latency floor of the critical path (the slowest API's pages x latency / its concurrency). Requests",
+        "are numsync's, against the minimum (pages of the largest size each API allows; Vapi's minimum leaves",
+        "out its one probe request). CPU: numsync's main process / its listing processes together / the",
+        "emulations (which share the machine's two cores). Peak RSS: the main process / the largest listing",
+        "process (forked copies share their pages with the parent until written).",
         "The naive peer (bench/naive_peer.py) lists the same emulators sequentially with the official SDKs",
         "and `requests`, and diffs in Python sets. Ratios matter more than seconds on a shared machine.",
         "",
-        "| numbers | db | wall s | floor s | wall/floor | diff s | requests (min) | peak RSS MB | naive peer s "
-        "| speed-up |",
-        "| ---: | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |",
+        "| numbers | db | wall s | floor s | wall/floor | diff s | CPU s main / listing / emulators "
+        "| requests (min) | peak RSS MB | naive peer s | speed-up |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | --- | --- | --- | ---: | ---: |",
     ]
     for r in rows:
         req = ", ".join(f"{k} {r['requests'].get(k, 0)} ({r['minimum_requests'][k]})"
                         for k in ("vapi", "twilio", "telnyx", "vonage"))
         peer = f"{r['peer_wall_s']}" if "peer_wall_s" in r else "-"
         speed = f"{r['speedup_vs_peer']}x" if "speedup_vs_peer" in r else "-"
+        cpu = f"{r.get('cpu_s', '-')} / {r.get('listing_processes_cpu_s', '-')} / {r.get('emulators_cpu_s', '-')}"
+        rss = f"{r['peak_rss_mb']} / {r.get('listing_processes_peak_rss_mb', '-')}"
         lines.append(f"| {r['n']:,} | {r['db']} | {r['wall_s']} | {r['floor_s']} | {r['wall_over_floor']} | "
-                     f"{r['diff_s']} | {req} | {r['peak_rss_mb']} | {peer} | {speed} |")
+                     f"{r['diff_s']} | {cpu} | {req} | {rss} | {peer} | {speed} |")
     by_db: dict[str, list[dict]] = {}
     for r in rows:
         by_db.setdefault(r["db"], []).append(r)
