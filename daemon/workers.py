@@ -39,7 +39,11 @@ from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
+
 __all__ = ["Job", "Relay", "fork_available", "relayed", "run_in_processes", "run_in_threads"]
+
+log = structlog.get_logger(__name__)
 
 # A message from a job: ("rows", [...]), ("progress", (done, total)); the runner adds
 # ("done", None) or ("error", text) at the end, and a process runner ("cpu", seconds) before "done".
@@ -165,18 +169,29 @@ def run_in_processes(jobs: list[Job]) -> Generator[Event, None, None]:
     # them, so it does not write to (and copy) every page of the parent's heap it inherited.
     gc.freeze()
     try:
-        for job in jobs:
-            receive, send = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=_child_main, args=(send, job, os.getpid()), name=f"numsync-list-{job.tag}",
-                               daemon=True)
-            with warnings.catch_warnings():
-                # Python 3.12+ warns about fork in a process with threads; the child only runs
-                # its job (see the module docstring), so the hazard the warning is about is not ours.
-                warnings.simplefilter("ignore", DeprecationWarning)
-                proc.start()
-            send.close()
-            children[receive] = (job.tag, proc)
-            started.append(proc)
+        try:
+            for job in jobs:
+                receive, send = ctx.Pipe(duplex=False)
+                proc = ctx.Process(target=_child_main, args=(send, job, os.getpid()),
+                                   name=f"numsync-list-{job.tag}", daemon=True)
+                with warnings.catch_warnings():
+                    # Python 3.12+ warns about fork in a process with threads; the child only runs
+                    # its job (see the module docstring), so the hazard it is about is not ours.
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    proc.start()
+                send.close()
+                children[receive] = (job.tag, proc)
+                started.append(proc)
+        except OSError as exc:  # no fork now (process or memory limits): list in threads instead
+            log.warning("listing_processes_unavailable", error=f"{exc.__class__.__name__}: {exc.strerror}",
+                        fallback="threads")
+            for pipe, (_tag, proc) in children.items():
+                pipe.close()
+                proc.kill()
+            children.clear()
+            gc.unfreeze()
+            yield from run_in_threads(jobs)
+            return
         gc.unfreeze()
         while children:
             for conn in multiprocessing.connection.wait(list(children)):
