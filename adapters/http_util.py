@@ -37,7 +37,7 @@ __all__ = [
     "ssl_context_with_extra_ca",
 ]
 
-def loads(body: bytes) -> Any:
+def loads(body: bytes | str) -> Any:
     """Decode a JSON body: orjson for the common UTF-8 case (4x faster than ``json`` on a listing
     page, which was the largest single cost per record), ``json`` for what orjson refuses but
     ``json`` reads (UTF-16/32, NaN, integers beyond 64 bits), so answers read exactly as before.

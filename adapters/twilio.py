@@ -53,6 +53,7 @@ from numsync.adapters.base import SourceRecord, VapiOwner, to_e164
 from numsync.adapters.http_util import (
     PinnedVerifyAdapter,
     combined_ca_bundle,
+    loads,
     parse_retry_after,
     read_environment_once,
 )
@@ -86,6 +87,13 @@ class _RecordsPage(Page):
 
     def get_instance(self, payload: Any) -> Any:
         return payload
+
+    @classmethod
+    def process_response(cls, response: TwilioResponse) -> Any:
+        """``Page.process_response`` with orjson: the same checks, a quarter of the JSON cost."""
+        if response.status_code != 200:
+            raise TwilioException("Unable to fetch page", response)
+        return loads(response.text)
 
 
 class _TwilioHttp(TwilioHttpClient):
