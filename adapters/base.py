@@ -179,7 +179,9 @@ class VapiApi(Protocol):
         sort_order: str = "ASC",
         progress: Callable[[int, int], None] | None = None,
         transform: Callable[[dict[str, Any]], Any] | None = None,
-    ) -> Iterator[Any]: ...
+    ) -> Iterator[Any]:
+        """Every record (through ``transform``) exactly once, though pages are refetched."""
+        ...
 
     def find_by_number(self, e164: str) -> list[dict[str, Any]]: ...
 

@@ -203,18 +203,15 @@ Row = tuple[Any, ...]
 
 def _vapi_job(vapi: VapiApi, run_id: str, owners: dict[tuple[str, str], str],
               convert: Callable[[Row], Row]) -> Iterator[tuple[str, Any]]:
-    """Vapi's records as finished rows, each record once (a refetched page repeats some)."""
+    """Vapi's records as finished rows (``iter_records`` gives each record once)."""
     said: list[tuple[int, int]] = []
 
     def vapi_progress(done: int, total: int) -> None:
         said.append((done, total))
 
-    seen: set[str] = set()
     rows: list[Row] = []
     for rec in vapi.iter_records(progress=vapi_progress, transform=to_vapi_number):
-        if rec.id not in seen:
-            seen.add(rec.id)
-            rows.append(convert(_vapi_row(run_id, rec, owners)))
+        rows.append(convert(_vapi_row(run_id, rec, owners)))
         if said:
             if rows:
                 yield "rows", rows
