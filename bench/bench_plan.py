@@ -132,7 +132,9 @@ def main() -> None:
         # Import the SDKs before timing, as the peer does (and as a long-running daemon pays once).
         for module in ("twilio", "telnyx", "vonage", "vapi"):
             importlib.import_module(f"numsync.adapters.{module}")
-        importlib.import_module("httpcore")  # httpx imports it on its first client, once per process
+        # what the first client of a process imports lazily (httpx's transport, Twilio's API tree)
+        for module in ("httpcore", "twilio.rest.api.v2010"):
+            importlib.import_module(module)
         metrics = Metrics()
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         emu_cpu0 = sum(proc_cpu(p.pid) for p in procs)
