@@ -4,24 +4,44 @@ Each query returns only the rows that are findings, so the work grows with the d
 the inventory: 100,000 numbers in sync cost a few index scans and return nothing. The rules
 are the contract's (INTERFACE.md, "Finding kinds"); the comments below say which rule each
 query implements.
+
+At a million numbers, only three questions need every row of the run: which numbers no Vapi
+record holds, which Vapi records hold a number their source does not list, and which numbers
+two Vapi records hold. Each is one pass over the (run_id, match_key, source) indexes
+(``_lacking``, ``_duplicates``) that yields a handful of keys; the queries that state the rules
+then read only the records with those keys (``_among``). The second question is asked once, by
+``judge_sources``, and its answer travels to ``compute_findings`` in the judgements. Blocked,
+unrouted and sourceless records come from a partial index of their own (``_notable``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
+import structlog
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.orm import Session, aliased, sessionmaker
 
+from numsync.adapters.base import country_of
 from numsync.adapters.vapi_model import CARRIER_PROVIDERS
 
+from .models import NOTABLE_VAPI_RECORD
 from .models import CarrierRecord as C
 from .models import VapiRecord as V
 
-__all__ = ["FindingDraft", "SourceJudgement", "compute_findings", "judge_sources"]
+__all__ = ["FindingDraft", "SourceJudgement", "compute_findings", "judge_sources", "prepare_diff"]
+
+log = structlog.get_logger(__name__)
+
+# One Vapi record a source holds but does not list: (vapi_id, number, the listed source that owns
+# the number or None).
+Unowned = tuple[str, str, str | None]
+
+_CHUNK = 5000  # keys bound in one IN (...) list on SQLite
 
 
 @dataclass
@@ -53,6 +73,35 @@ class SourceJudgement:
     status: str  # ok | failed | suspect
     numbers: int
     error: str | None
+    # Not in the report: the source's Vapi records whose number it does not list, found while
+    # judging it; compute_findings turns them into 'moved' and 'orphaned' without asking again.
+    unowned: list[Unowned] | None = field(default=None, repr=False, compare=False)
+
+
+def prepare_diff(sessions: sessionmaker[Session]) -> None:
+    """Ready a snapshot just written for the diff: on PostgreSQL, vacuum and analyze its two tables.
+
+    After a bulk insert PostgreSQL has no statistics for the new rows, so it plans each anti-join
+    as a million index probes; and with the visibility map not yet set, every key it reads from
+    an index costs a visit to the table as well. VACUUM sets the map, so the diff reads the
+    (run_id, match_key, source) indexes alone; a small ANALYZE sample is enough to tell how much
+    of a table one run is. Neither blocks readers or writers. SKIP_LOCKED passes over a table
+    autovacuum is already busy with, and INDEX_CLEANUP OFF leaves the index entries of pruned
+    snapshots to autovacuum, off this run's critical path. SQLite needs nothing: its plans for
+    these queries do not depend on statistics. Failing here only makes the diff slower.
+    """
+    try:
+        with sessions() as session:
+            if session.get_bind().dialect.name != "postgresql":
+                return
+            conn = session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+            conn.exec_driver_sql("VACUUM (SKIP_LOCKED, INDEX_CLEANUP OFF) vapi_records, carrier_records")
+        with sessions.begin() as session:
+            session.execute(sa.text("SET LOCAL default_statistics_target = 10"))
+            session.execute(sa.text("ANALYZE (SKIP_LOCKED) vapi_records, carrier_records"))
+    except sa.exc.DBAPIError as exc:
+        log.warning("could not vacuum or analyze the snapshot tables; the diff will be slower",
+                    error=exc.__class__.__name__)
 
 
 def judge_sources(
@@ -62,27 +111,29 @@ def judge_sources(
     kinds: dict[str, str],
     max_orphan_fraction: float,
 ) -> dict[str, SourceJudgement]:
-    """Decide ok / failed / suspect per source (contract: 'A source is suspect when ...')."""
-    ok_listed = [name for name, (_, err) in listed.items() if err is None]
+    """Decide ok / failed / suspect per source (contract: 'A source is suspect when ...').
+
+    A source's orphans here are its Vapi records whose number no listed source owns, and those
+    without a number (no source can own them).
+    """
+    ok_listed = sorted(name for name, (_, err) in listed.items() if err is None)
+    _plan_for_one_run(session)
     vapi_counts: dict[str, int] = {}
-    orphan_counts: dict[str, int] = {}
+    orphan_counts: dict[str | None, int] = {}
+    unowned: dict[str, list[Unowned]] = {}
     if ok_listed:
-        owned_here = sa.exists().where(C.run_id == run_id, C.source == V.source, C.match_key == V.match_key)
-        owned_anywhere = sa.exists().where(
-            C.run_id == run_id, C.match_key == V.match_key, C.source.in_(ok_listed)
-        )
-        stmt = (
-            sa.select(
-                V.source,
-                sa.func.count(),
-                sa.func.sum(sa.case((sa.and_(~owned_here, ~owned_anywhere), 1), else_=0)),
-            )
-            .where(V.run_id == run_id, V.source.in_(ok_listed))
+        # One count per source in one pass: GROUP BY source would have SQLite sort the run's rows.
+        counts = sa.select(*(sa.func.count().filter(V.source == name) for name in ok_listed)).where(V.run_id == run_id)
+        vapi_counts = dict(zip(ok_listed, session.execute(counts).one(), strict=True))
+        numberless = (
+            sa.select(V.source, sa.func.count())
+            .where(V.run_id == run_id, V.match_key.is_(None), V.source.in_(ok_listed))
             .group_by(V.source)
         )
-        for name, count, orphans in session.execute(stmt):
-            vapi_counts[name] = int(count)
-            orphan_counts[name] = int(orphans or 0)
+        orphan_counts = {name: int(n) for name, n in session.execute(numberless)}
+        unowned = _unowned(session, run_id, ok_listed, owners=ok_listed)
+        for name, records in unowned.items():
+            orphan_counts[name] = orphan_counts.get(name, 0) + sum(owner is None for _, _, owner in records)
     out: dict[str, SourceJudgement] = {}
     for name, (numbers, err) in listed.items():
         if err is not None:
@@ -91,18 +142,20 @@ def judge_sources(
         held = vapi_counts.get(name, 0)
         orphans = orphan_counts.get(name, 0)
         if numbers == 0 and held > 0:
-            out[name] = SourceJudgement(
+            judgement = SourceJudgement(
                 name, "suspect", numbers,
                 f"the {kinds[name]} inventory is empty while Vapi holds {held} of its numbers",
             )
         elif held >= 5 and orphans / held > max_orphan_fraction:
-            out[name] = SourceJudgement(
+            judgement = SourceJudgement(
                 name, "suspect", numbers,
                 f"it would orphan {orphans} of its {held} Vapi numbers "
                 f"(more than policy.max_orphan_fraction {max_orphan_fraction:g})",
             )
         else:
-            out[name] = SourceJudgement(name, "ok", numbers, None)
+            judgement = SourceJudgement(name, "ok", numbers, None)
+        judgement.unowned = unowned.get(name, [])
+        out[name] = judgement
     return out
 
 
@@ -121,6 +174,7 @@ def compute_findings(
     # A suspect source's inventory is not trusted enough to orphan its records, but a number it
     # lists is still a number it owns: another source's record of it is 'moved', not 'orphaned'.
     listed = sorted(n for n, j in judgements.items() if j.status != "failed")
+    _plan_for_one_run(session)
     drafts: dict[str, FindingDraft] = {}
 
     def add(d: FindingDraft) -> None:
@@ -136,15 +190,15 @@ def compute_findings(
         add(d)
     for d in _missing(session, run_id, ok):
         add(d)
-    for d in _moved_and_orphaned(session, run_id, ok, listed):
+    for d in _moved_and_orphaned(session, run_id, judgements, ok, listed):
         add(d)
     if not filtered:
         for d in _unmanaged(session, run_id):
             add(d)
-    in_scope = V.source.in_(sorted(selected)) if filtered else sa.true()
-    for d in _vapi_side(session, run_id, in_scope, now - stuck_after):
+    scope = sorted(selected) if filtered else None
+    for d in _vapi_side(session, run_id, scope, now - stuck_after):
         add(d)
-    for d in _duplicates(session, run_id, in_scope):
+    for d in _duplicates(session, run_id, scope):
         add(d)
     return sorted(drafts.values(), key=lambda d: (d.kind, d.source or "", d.number or "", d.anchor or ""))
 
@@ -169,26 +223,86 @@ def _invalid_numbers(session: Session, run_id: str, ok: list[str]) -> Iterable[F
                            detail=f"not a valid E.164 number ({carrier_id}); never imported")
 
 
+def _plan_for_one_run(session: Session) -> None:
+    """On PostgreSQL, for the rest of the transaction: read a run's rows from the indexes, and do not JIT.
+
+    The snapshot tables hold the last few runs, and a run's rows were just written and read, so
+    its index pages are in memory; at the default random_page_cost (4) the planner still reads
+    every run's rows from the tables instead, twice as slow with three runs kept. JIT compiling
+    these queries costs more than it saves. A lower random_page_cost already set is kept.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(sa.text(
+            "SELECT set_config('random_page_cost',"
+            " least(current_setting('random_page_cost')::float8, 1.1)::text, true), set_config('jit', 'off', true)"
+        ))
+
+
+def _lacking(
+    session: Session, rows: sa.Select[*tuple[Any, ...]], others: sa.Select[*tuple[Any, ...]]
+) -> list[Any]:
+    """The distinct first columns of the ``rows`` that ``others`` lacks (both select the same keys).
+
+    This is the pass over every row of the run, written the way each database runs it fastest
+    over the (run_id, match_key, source) indexes: SQLite merges two index-ordered scans for
+    EXCEPT ... ORDER BY (as an anti-join it would descend a B-tree once per row, 3 to 5 times
+    slower), PostgreSQL hashes an anti-join (its EXCEPT sorts or hashes both sides whole). The
+    answer is a handful of keys, which the caller looks up (``_among``): used as a
+    subquery instead, it can lead PostgreSQL to misjudge its size and join every row to it.
+    """
+    if session.get_bind().dialect.name == "sqlite":
+        difference = sa.except_(rows, others)
+        stmt: sa.Executable = difference.order_by(*difference.selected_columns)
+    else:
+        same = [o == r for r, o in zip(rows.selected_columns, others.selected_columns, strict=True)]
+        stmt = rows.where(~others.where(*same).exists())
+    return list(dict.fromkeys(row[0] for row in session.execute(stmt)))
+
+
+def _among(session: Session, column: Any, keys: list[Any]) -> Iterator[sa.ColumnElement[bool]]:
+    """``column`` is one of ``keys``, as conditions for one query each: PostgreSQL takes the keys as
+    one array (a bound value each cost more than the lookups), SQLite a few thousand at a time."""
+    if session.get_bind().dialect.name == "postgresql":
+        if keys:
+            yield column == sa.any_(sa.bindparam(None, keys, type_=postgresql.ARRAY(sa.String())))
+        return
+    for start in range(0, len(keys), _CHUNK):
+        yield column.in_(keys[start:start + _CHUNK])
+
+
 def _missing(session: Session, run_id: str, ok: list[str]) -> Iterable[FindingDraft]:
     # missing_in_vapi / routed_elsewhere: owned at an ok source, and no Vapi record at all holds
     # the number (a number held under another source is 'moved' or 'unmanaged', not missing).
-    in_vapi = sa.exists().where(V.run_id == run_id, V.match_key == C.match_key)
-    stmt = (
-        sa.select(C.source, C.match_key, C.carrier_id, C.routed_elsewhere, C.routing, C.labels)
-        .where(C.run_id == run_id, C.source.in_(ok), C.match_key.is_not(None), ~in_vapi)
-        .order_by(C.source, C.match_key, C.carrier_id)
+    if not ok:
+        return
+    unheld = _lacking(
+        session,
+        sa.select(C.match_key).where(C.run_id == run_id, C.match_key.is_not(None)),
+        sa.select(V.match_key).where(V.run_id == run_id, V.match_key.is_not(None)),
     )
-    # One query, folded here: a source that lists a number twice (a CSV) gives one finding, with
-    # the first record's id and labels, judged routed elsewhere if any of its records is.
+    # Folded here: a source that lists a number twice (a CSV) gives one finding, with the first
+    # record's id and labels, judged routed elsewhere if any of its records is.
     merged: dict[tuple[str, str], list[Any]] = {}
-    for source, key, carrier_id, elsewhere, routing, labels in session.execute(stmt):
-        seen = merged.get((source, key))
-        if seen is None:
-            merged[(source, key)] = [carrier_id, bool(elsewhere), routing, labels]
-        else:
-            seen[1] = seen[1] or bool(elsewhere)
-            seen[2] = min(filter(None, (seen[2], routing)), default=None)
+    for among in _among(session, C.match_key, unheld):
+        stmt = (
+            sa.select(C.source, C.match_key, C.carrier_id, C.routed_elsewhere, C.routing, C.labels)
+            .where(C.run_id == run_id, C.source.in_(ok), among)
+            .order_by(C.source, C.match_key, C.carrier_id)
+        )
+        for source, key, carrier_id, elsewhere, routing, labels in session.execute(stmt):
+            seen = merged.get((source, key))
+            if seen is None:
+                merged[(source, key)] = [carrier_id, bool(elsewhere), routing, labels]
+            else:
+                seen[1] = seen[1] or bool(elsewhere)
+                seen[2] = min(filter(None, (seen[2], routing)), default=None)
     for (source, key), (carrier_id, elsewhere, routing, labels) in merged.items():
+        # Sources do not label every number with its country (Twilio's would cost 8 us a number);
+        # the few that become findings get it here, after the source's own labels.
+        if not (labels and "country" in labels):
+            country = country_of(key)
+            if country is not None:
+                labels = {**(labels or {}), "country": country}
         if elsewhere:
             yield FindingDraft("routed_elsewhere", key, source, carrier_id=carrier_id,
                                detail=f"voice routing points elsewhere: {routing}", labels=labels)
@@ -196,45 +310,82 @@ def _missing(session: Session, run_id: str, ok: list[str]) -> Iterable[FindingDr
             yield FindingDraft("missing_in_vapi", key, source, carrier_id=carrier_id, labels=labels)
 
 
-def _moved_and_orphaned(session: Session, run_id: str, ok: list[str], listed: list[str]) -> Iterable[FindingDraft]:
-    # orphaned: a Vapi record of an ok source whose number that source does not own.
-    # moved: the same, but another listed source owns the number (its name goes in detail).
+def _unowned(session: Session, run_id: str, sources: list[str], *, owners: list[str]) -> dict[str, list[Unowned]]:
+    """Per source of ``sources``: its Vapi records whose number it does not list, with the first of
+    ``owners`` that lists the number (None if none does). Records without a number are not here."""
+    if not sources:
+        return {}
+    candidates = _lacking(  # numbers held under a source that does not list them
+        session,
+        sa.select(V.match_key, V.source).where(V.run_id == run_id, V.match_key.is_not(None), V.source.in_(sources)),
+        sa.select(C.match_key, C.source).where(C.run_id == run_id),
+    )
     owned_here = sa.exists().where(C.run_id == run_id, C.source == V.source, C.match_key == V.match_key)
-    c2 = sa.orm.aliased(C)
+    c = aliased(C)
     owner = (
-        sa.select(sa.func.min(c2.source))
-        .where(c2.run_id == run_id, c2.match_key == V.match_key, c2.source.in_(listed))
+        sa.select(sa.func.min(c.source))
+        .where(c.run_id == run_id, c.match_key == V.match_key, c.source.in_(owners))
         .scalar_subquery()
     )
-    stmt = sa.select(V.vapi_id, V.source, V.match_key, owner).where(
-        V.run_id == run_id, V.source.in_(ok), V.match_key.is_not(None), ~owned_here
-    )
-    for vapi_id, source, key, owner_name in session.execute(stmt):
-        if owner_name:
-            yield FindingDraft("moved", key, source, vapi_ids=[vapi_id],
-                               detail=f"held in Vapi under {source}, but owned by source {owner_name}")
-        else:
-            yield FindingDraft("orphaned", key, source, vapi_ids=[vapi_id],
-                               detail=f"source {source} does not own this number")
+    out: dict[str, list[Unowned]] = {}
+    for among in _among(session, V.match_key, candidates):
+        stmt = sa.select(V.vapi_id, V.source, V.match_key, owner).where(
+            V.run_id == run_id, V.source.in_(sources), among, ~owned_here
+        )
+        for vapi_id, source, key, owner_name in session.execute(stmt):
+            out.setdefault(source, []).append((vapi_id, key, owner_name))
+    return out
+
+
+def _moved_and_orphaned(
+    session: Session, run_id: str, judgements: dict[str, SourceJudgement], ok: list[str], listed: list[str]
+) -> Iterable[FindingDraft]:
+    # orphaned: a Vapi record of an ok source whose number that source does not own.
+    # moved: the same, but another listed source owns the number (its name goes in detail).
+    found: dict[str, list[Unowned]] = {name: judgements[name].unowned or [] for name in ok}
+    if any(judgements[name].unowned is None for name in ok):  # judgements not made by judge_sources
+        found = _unowned(session, run_id, ok, owners=listed)
+    for source in ok:
+        for vapi_id, key, owner_name in found.get(source, []):
+            if owner_name:
+                yield FindingDraft("moved", key, source, vapi_ids=[vapi_id],
+                                   detail=f"held in Vapi under {source}, but owned by source {owner_name}")
+            else:
+                yield FindingDraft("orphaned", key, source, vapi_ids=[vapi_id],
+                                   detail=f"source {source} does not own this number")
 
 
 def _unmanaged(session: Session, run_id: str) -> Iterable[FindingDraft]:
     # unmanaged: a carrier-account record that no configured source covers (informational).
     stmt = sa.select(V.vapi_id, V.provider, V.account, V.match_key, V.sip_uri).where(
-        V.run_id == run_id, V.provider.in_(CARRIER_PROVIDERS), V.source.is_(None)
+        V.run_id == run_id, _notable(), V.provider.in_(CARRIER_PROVIDERS), V.source.is_(None)
     )
     for vapi_id, provider, account, key, sip in session.execute(stmt):
         yield FindingDraft("unmanaged", key or sip, None, vapi_ids=[vapi_id], anchor=vapi_id,
                            detail=f"{provider} account {account or '(none)'} is not covered by any source")
 
 
-def _vapi_side(session: Session, run_id: str, in_scope: Any, stuck_before: datetime) -> Iterable[FindingDraft]:
+def _notable() -> sa.TextClause:
+    """Implied by the conditions of _unmanaged and _vapi_side; stated so they read only the
+    records in ix_vapi_records_notable, not every record of the run."""
+    return sa.text(f"({NOTABLE_VAPI_RECORD})")
+
+
+def _in_scope(source: Any, scope: list[str] | None) -> sa.ColumnElement[bool]:
+    """A filtered run judges Vapi-side facts only for the records of the sources it selected."""
+    return source.in_(scope) if scope is not None else sa.true()
+
+
+def _vapi_side(
+    session: Session, run_id: str, scope: list[str] | None, stuck_before: datetime
+) -> Iterable[FindingDraft]:
     # blocked / stuck_activating / unrouted: facts about Vapi records, judged whatever the carriers say.
     stmt = sa.select(
         V.vapi_id, V.source, V.match_key, V.sip_uri, V.status, V.routed, V.updated_at
     ).where(
         V.run_id == run_id,
-        in_scope,
+        _notable(),
+        _in_scope(V.source, scope),
         sa.or_(
             V.status == "blocked",
             sa.and_(V.status == "activating", V.updated_at < stuck_before),
@@ -255,23 +406,34 @@ def _vapi_side(session: Session, run_id: str, in_scope: Any, stuck_before: datet
                                detail="no assistantId, squadId, workflowId or server.url")
 
 
-def _duplicates(session: Session, run_id: str, in_scope: Any) -> Iterable[FindingDraft]:
+def _duplicates(session: Session, run_id: str, scope: list[str] | None) -> Iterable[FindingDraft]:
     # duplicate_in_vapi: one E.164 number (or sipUri) on two or more Vapi records.
-    k = sa.func.coalesce(V.match_key, V.sip_uri)
-    stmt = (
-        sa.select(
-            k,
-            sa.func.count(),
-            sa.func.aggregate_strings(V.vapi_id, ","),
-            sa.func.min(V.source),
-            sa.func.max(V.source),
-            sa.func.count(V.source),
-        )
-        .where(V.run_id == run_id, k.is_not(None))
-        .group_by(k)
-        .having(sa.and_(sa.func.count() > 1, sa.func.sum(sa.case((in_scope, 1), else_=0)) > 0))
+    # Records are grouped by their number, or their sipUri if they have none. One ordered pass
+    # over the index finds the numbers held twice; the records without a number are few and all
+    # read (a sipUri may even equal another record's number as written); no other record is.
+    unnumbered = session.execute(
+        sa.select(V.sip_uri, V.vapi_id, V.source)
+        .where(V.run_id == run_id, V.match_key.is_(None), V.sip_uri.is_not(None))
+    ).all()
+    twice = (
+        sa.select(V.match_key)
+        .where(V.run_id == run_id, V.match_key.is_not(None))
+        .group_by(V.match_key)
+        .having(sa.func.count() > 1)
     )
-    for key, count, ids, lo, hi, with_source in session.execute(stmt):
-        same = lo is not None and lo == hi and with_source == count
-        yield FindingDraft("duplicate_in_vapi", key, lo if same else None, vapi_ids=sorted(ids.split(",")),
-                           detail=f"{count} Vapi records hold this number")
+    groups: dict[str | None, list[tuple[str, str | None]]] = {}
+    for sip, vapi_id, source in unnumbered:
+        groups.setdefault(sip, []).append((vapi_id, source))
+    keys = list(set(session.execute(twice).scalars()) | groups.keys())
+    for among in _among(session, V.match_key, keys):
+        held = sa.select(V.match_key, V.vapi_id, V.source).where(V.run_id == run_id, among)
+        for key, vapi_id, source in session.execute(held):
+            groups.setdefault(key, []).append((vapi_id, source))
+    for key, records in groups.items():
+        sources = [source for _, source in records if source is not None]
+        if len(records) < 2 or (scope is not None and not set(sources) & set(scope)):
+            continue
+        same = len(sources) == len(records) and len(set(sources)) == 1
+        yield FindingDraft("duplicate_in_vapi", key, sources[0] if same else None,
+                           vapi_ids=sorted(vapi_id for vapi_id, _ in records),
+                           detail=f"{len(records)} Vapi records hold this number")

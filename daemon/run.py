@@ -27,7 +27,7 @@ from numsync.adapters.vapi_model import owner_for
 from numsync.config import Config
 
 from .apply import apply_plan, recover_started
-from .diff import FindingDraft, compute_findings, judge_sources
+from .diff import FindingDraft, compute_findings, judge_sources, prepare_diff
 from .models import Action, CarrierRecord, Finding, FindingState, Run, RunSource, VapiRecord
 from .plan import make_plan
 from .snapshot import Progress, take_snapshot
@@ -156,6 +156,7 @@ def _execute(
                        judge_nulls=False)
 
     t = time.monotonic()
+    prepare_diff(sessions)
     with sessions.begin() as session:
         judgements = judge_sources(
             session, run_id,

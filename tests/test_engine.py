@@ -226,3 +226,48 @@ def test_snapshot_rows_read_back_as_written(tmp_path: Path, db_url: str, vapi: A
         assert carrier.labels == {"label": "line 0"}
         assert carrier.routed_elsewhere is False
     engine.dispose()
+
+
+def test_diff_reads_records_in_batches_of_keys(
+    tmp_path: Path, db_url: str, vapi: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The diff finds the keys that differ in one pass, then reads their records a batch of keys at
+    a time: batches of one key find the same. A sipUri equal to another record's number as written
+    is a duplicate; a missing number gets its country as a label after the source's own labels."""
+    from numsync.daemon import diff
+
+    emu, server = vapi
+    trunk = tmp_path / "t.csv"
+    trunk.write_text("number\n+14155550100\n+14155550101\n+442079460123\n")
+    common = {"credentialId": "cred-t", "assistantId": ASSISTANT}
+    emu.add("byo-phone-number", number="+14155550100", **common)
+    emu.add("byo-phone-number", number="+14155550100", **common)  # duplicate
+    emu.add("byo-phone-number", number="+14155550199", **common)  # orphaned
+    emu.add("byo-phone-number", number="sip:desk@example.com", numberE164CheckEnabled=False,
+            assistantId=ASSISTANT)  # compared as written; no credential, so unmanaged
+    emu.add("vapi", sipUri="sip:desk@example.com", assistantId=ASSISTANT)
+    cfg = make_config(tmp_path, db_url, server.url, f"""
+  - name: trunk-t
+    kind: byo
+    numbers_file: {trunk}
+    vapi_credential_id: cred-t
+    import:
+      name: "{{label}} {{number}}"
+""")
+    expected = {
+        ("duplicate_in_vapi", "+14155550100", "trunk-t"),
+        ("duplicate_in_vapi", "sip:desk@example.com", None),
+        ("orphaned", "+14155550199", "trunk-t"),
+        ("missing_in_vapi", "+14155550101", "trunk-t"),
+        ("missing_in_vapi", "+442079460123", "trunk-t"),
+        ("unmanaged", "sip:desk@example.com", None),
+    }
+    assert findings_of(run_once(cfg, mode="plan").report) == expected
+    monkeypatch.setattr(diff, "_CHUNK", 1)
+    out = run_once(cfg, mode="plan")
+    assert findings_of(out.report) == expected
+    engine = make_engine(db_url)
+    with engine.connect() as conn:
+        requests = conn.execute(sa.select(Action.request).where(Action.run_id == out.result.run_id)).scalars()
+        assert {r["name"] for r in requests} == {"US +14155550101", "GB +442079460123"}
+    engine.dispose()
