@@ -333,8 +333,9 @@ class ServerConfig(_Strict):
 
 
 class PerformanceConfig(_Strict):
-    # auto: list each source (and Vapi) in a forked process of its own where that is safe (Linux),
-    # so parsing large inventories uses every core; false: threads of one process.
+    # auto: list each source (and Vapi) in a forked process of its own on Linux when the run is in
+    # the main thread (the CLI), so parsing large inventories uses every core; true: from any
+    # thread (the daemon); false: threads of one process.
     list_in_processes: Literal["auto"] | bool = "auto"
 
 

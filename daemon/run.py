@@ -135,7 +135,7 @@ def _execute(
     t = time.monotonic()
     with sessions.begin() as session:
         snap = take_snapshot(session, run_id, vapi, list(chosen), owners, progress=progress,
-                             processes=config.performance.list_in_processes is not False and fork_available())
+                             processes=_list_in_processes(config.performance.list_in_processes))
     stats["snapshot_seconds"] = round(time.monotonic() - t, 3)
     stats["vapi_seconds"] = round(snap.vapi_seconds, 3)
     stats["source_seconds"] = {n: round(o.seconds, 3) for n, o in snap.sources.items()}
@@ -226,6 +226,20 @@ def _execute(
     return _finish(sessions, run_id, clock, outcome=outcome, error=error, vapi_numbers=snap.vapi_numbers,
                    drafts=drafts, stats=stats, mode=mode, judged=judged, judge_nulls=not filtered,
                    status="interrupted" if stop is not None and stop.is_set() else "finished")
+
+
+def _list_in_processes(setting: bool | str) -> bool:
+    """``auto`` forks listing processes only from the main thread (the CLI's case).
+
+    A host that runs numsync in threads (the daemon's scheduler, a test running plan and
+    reconcile side by side) may have another thread inside a lock at the moment of fork; the
+    child would then wait on it forever. That was seen once in the fault matrix after structlog's
+    write locks were already held across the fork, with the culprit not identified. ``true``
+    forks from any thread; ``false`` never forks.
+    """
+    if setting == "auto":
+        return fork_available() and threading.current_thread() is threading.main_thread()
+    return bool(setting) and fork_available()
 
 
 def _skip_unattempted(session: Session, runs: Any, now: datetime, detail: str) -> None:

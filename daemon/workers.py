@@ -118,8 +118,29 @@ def _die_with_parent() -> None:
         pass
 
 
-def _child_main(conn: multiprocessing.connection.Connection, job: Job, parent: int) -> None:
+def _log_write_locks() -> list[Any]:
+    """structlog's per-file write locks: a PrintLogger holds one while it writes a line.
+
+    Held by another thread at the moment of fork, such a lock would stay held forever in the
+    child, whose first log line would then hang (seen in the fault matrix, where runs log from
+    several threads). ``run_in_processes`` holds them all across ``fork`` instead; the stdlib
+    ``logging`` module does the same for its handlers by itself.
+    """
+    from structlog import _output  # structlog's module; its locks have no public accessor
+
+    locks = getattr(_output, "WRITE_LOCKS", {})
+    for _ in range(3):
+        try:
+            return list(locks.values())
+        except RuntimeError:  # another thread made the first logger of a file just now
+            continue
+    return []
+
+
+def _child_main(conn: multiprocessing.connection.Connection, job: Job, parent: int, held: list[Any]) -> None:
     global _in_child
+    for lock in held:  # taken by the parent for the fork: the child's copies are released here
+        lock.release()
     _in_child = True
     _drain()  # calls recorded by other threads of the parent at fork time are not this child's
     _die_with_parent()
@@ -172,13 +193,20 @@ def run_in_processes(jobs: list[Job]) -> Generator[Event, None, None]:
         try:
             for job in jobs:
                 receive, send = ctx.Pipe(duplex=False)
-                proc = ctx.Process(target=_child_main, args=(send, job, os.getpid()),
+                held = _log_write_locks()
+                proc = ctx.Process(target=_child_main, args=(send, job, os.getpid(), held),
                                    name=f"numsync-list-{job.tag}", daemon=True)
-                with warnings.catch_warnings():
-                    # Python 3.12+ warns about fork in a process with threads; the child only runs
-                    # its job (see the module docstring), so the hazard it is about is not ours.
-                    warnings.simplefilter("ignore", DeprecationWarning)
-                    proc.start()
+                for lock in held:
+                    lock.acquire()
+                try:
+                    with warnings.catch_warnings():
+                        # Python 3.12+ warns about fork in a process with threads; the child runs
+                        # only its job, and the log locks it needs are held across the fork.
+                        warnings.simplefilter("ignore", DeprecationWarning)
+                        proc.start()
+                finally:
+                    for lock in held:
+                        lock.release()
                 send.close()
                 children[receive] = (job.tag, proc)
                 started.append(proc)
