@@ -47,18 +47,12 @@ def to_vapi_number(record: dict[str, Any]) -> VapiNumber:
     if (type(rid) is not str or not rid or len(rid) > 64 or type(provider) is not str or not provider
             or not all(v is None or type(v) is str for v in texts)):
         _refuse(record)
-    number, sip_uri, status, name, sid, credential, created, updated = texts
+    number, sip_uri, status, name, _sid, _credential, created, updated = texts
     given = get("server")
     routed = bool(
         get("assistantId") or get("squadId") or get("workflowId")
         or (given.get("url") if type(given) is dict else None)
     )
-    if provider == "twilio":
-        account = sid
-    elif provider in CARRIER_PROVIDERS:
-        account = credential
-    else:
-        account = None
     if number:
         number = number.strip() or None
     return VapiNumber(
@@ -68,7 +62,7 @@ def to_vapi_number(record: dict[str, Any]) -> VapiNumber:
         sip_uri=sip_uri or None,
         status=status,
         name=name,
-        account=account,
+        account=owner_account(record),
         routed=routed,
         e164_check=not (provider == "byo-phone-number" and get("numberE164CheckEnabled") is False),
         created_at=created,

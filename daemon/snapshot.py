@@ -10,6 +10,7 @@ failed Vapi listing fails the whole snapshot.
 from __future__ import annotations
 
 import functools
+import itertools
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -228,14 +229,9 @@ def _vapi_job(vapi: VapiApi, run_id: str, owners: dict[tuple[str, str], str],
 
 
 def _source_job(src: Source, run_id: str, convert: Callable[[Row], Row]) -> Iterator[tuple[str, Any]]:
-    rows: list[Row] = []
-    for rec in src.list_numbers():
-        rows.append(convert(_carrier_row(run_id, src.name, rec)))
-        if len(rows) >= BATCH:
-            yield "rows", rows
-            rows = []
-    if rows:
-        yield "rows", rows
+    rows = (convert(_carrier_row(run_id, src.name, rec)) for rec in src.list_numbers())
+    while batch := list(itertools.islice(rows, BATCH)):
+        yield "rows", batch
 
 
 def _cut(value: str | None, size: int) -> str | None:

@@ -178,6 +178,27 @@ def _send_all(conn: multiprocessing.connection.Connection, outbox: queue.Queue[A
             os._exit(1)
 
 
+def _fork(job: Job, ctx: Any) -> tuple[multiprocessing.connection.Connection, Any]:
+    """Start ``job`` in a forked child; returns the end of its pipe the parent reads, and the child."""
+    receive, send = ctx.Pipe(duplex=False)
+    held = _log_write_locks()
+    proc = ctx.Process(target=_child_main, args=(send, job, os.getpid(), held),
+                       name=f"numsync-list-{job.tag}", daemon=True)
+    for lock in held:
+        lock.acquire()
+    try:
+        with warnings.catch_warnings():
+            # Python 3.12+ warns about fork in a process with threads; the child runs only its
+            # job, and the log locks it needs are held across the fork.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            proc.start()
+    finally:
+        for lock in held:
+            lock.release()
+        send.close()
+    return receive, proc
+
+
 def run_in_processes(jobs: list[Job]) -> Generator[Event, None, None]:
     """Run each job in a forked child; yield its messages as they arrive, then ("done"|"error").
 
@@ -185,42 +206,23 @@ def run_in_processes(jobs: list[Job]) -> Generator[Event, None, None]:
     """
     ctx = multiprocessing.get_context("fork")
     children: dict[multiprocessing.connection.Connection, tuple[str, Any]] = {}
-    started: list[Any] = []
-    # Objects alive now are the parent's: frozen, the children's garbage collector never walks
-    # them, so it does not write to (and copy) every page of the parent's heap it inherited.
-    gc.freeze()
     try:
+        # Objects alive now are the parent's: frozen, the children's garbage collector never walks
+        # them, so it does not write to (and copy) every page of the parent's heap it inherited.
+        gc.freeze()
         try:
             for job in jobs:
-                receive, send = ctx.Pipe(duplex=False)
-                held = _log_write_locks()
-                proc = ctx.Process(target=_child_main, args=(send, job, os.getpid(), held),
-                                   name=f"numsync-list-{job.tag}", daemon=True)
-                for lock in held:
-                    lock.acquire()
-                try:
-                    with warnings.catch_warnings():
-                        # Python 3.12+ warns about fork in a process with threads; the child runs
-                        # only its job, and the log locks it needs are held across the fork.
-                        warnings.simplefilter("ignore", DeprecationWarning)
-                        proc.start()
-                finally:
-                    for lock in held:
-                        lock.release()
-                send.close()
-                children[receive] = (job.tag, proc)
-                started.append(proc)
-        except OSError as exc:  # no fork now (process or memory limits): list in threads instead
-            log.warning("listing_processes_unavailable", error=f"{exc.__class__.__name__}: {exc.strerror}",
-                        fallback="threads")
-            for pipe, (_tag, proc) in children.items():
-                pipe.close()
-                proc.kill()
-            children.clear()
+                pipe, proc = _fork(job, ctx)
+                children[pipe] = (job.tag, proc)
+        finally:
             gc.unfreeze()
-            yield from run_in_threads(jobs)
-            return
-        gc.unfreeze()
+    except OSError as exc:  # no fork now (process or memory limits): list in threads instead
+        log.warning("listing_processes_unavailable", error=f"{exc.__class__.__name__}: {exc.strerror}",
+                    fallback="threads")
+        _stop(children)
+        yield from run_in_threads(jobs)
+        return
+    try:
         while children:
             for conn in multiprocessing.connection.wait(list(children)):
                 assert isinstance(conn, multiprocessing.connection.Connection)
@@ -235,21 +237,22 @@ def run_in_processes(jobs: list[Job]) -> Generator[Event, None, None]:
                 if kind in ("done", "error"):
                     del children[conn]
                     conn.close()
+                    proc.join()  # it exits right after its last message
                 yield tag, kind, payload
     finally:
-        gc.unfreeze()
-        for conn, (_tag, proc) in children.items():  # still listing: the caller gave up
-            conn.close()
-            if proc.is_alive():
-                proc.kill()
-        for proc in started:
-            proc.join()
+        _stop(children)  # still listing: the caller gave up
+
+
+def _stop(children: dict[multiprocessing.connection.Connection, tuple[str, Any]]) -> None:
+    for conn, (_tag, proc) in children.items():
+        conn.close()
+        if proc.is_alive():
+            proc.kill()
+        proc.join()
+    children.clear()
 
 
 # -- threads (where fork is not available, or configured off) -------------------------------------
-_END = object()
-
-
 def run_in_threads(jobs: list[Job], *, maxsize: int = 16) -> Generator[Event, None, None]:
     """The same jobs in threads of this process: the same events, one core."""
     q: queue.Queue[Any] = queue.Queue(maxsize=maxsize)
