@@ -30,6 +30,7 @@ import requests.exceptions as rex
 import vonage_http_client.errors as vhe
 import vonage_numbers.errors as vne
 import vonage_utils.errors as vue
+from helpers import wait_for
 
 from numsync.adapters.base import Source, VapiOwner
 from numsync.adapters.vonage import EXCEPTION_MAP, VonageSource, build, translate_exception
@@ -134,6 +135,7 @@ def test_requests_carry_the_sdk_user_agent(emu: VonageEmulator, h: Harness) -> N
     agents: list[str | None] = []
     emu.after_request.append(lambda req, _resp: agents.append(req.headers.get("user-agent")))
     assert len(list(h.source().list_numbers())) == 1
+    wait_for(lambda: agents, 5, "the emulation's after_request hook (it runs after the answer is sent)")
     assert agents and (agents[0] or "").startswith(f"vonage-python-sdk/{importlib.metadata.version('vonage')} ")
 
 
