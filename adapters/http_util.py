@@ -15,6 +15,7 @@ import math
 import os
 import ssl
 import tempfile
+import weakref
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ __all__ = [
     "parse_retry_after",
     "read_environment_once",
     "ssl_context_with_extra_ca",
+    "verify_context",
 ]
 
 def loads(body: bytes | str) -> Any:
@@ -161,18 +163,41 @@ class PinnedVerifyAdapter(HTTPAdapter):
     def build_connection_pool_key_attributes(
         self, request: requests.PreparedRequest, verify: Any, cert: Any = None
     ) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Connections to a pinned bundle share one SSLContext that has read it once (requests'
-        documented override): given the bundle's path, urllib3 reads the whole file again for
-        every new connection, ~30 ms of CPU each."""
+        """Connections that verify against a CA file share one SSLContext that has read it once
+        (requests' documented override). Given the file's path instead, urllib3 reads the whole
+        bundle again for every new connection: ~45 ms of CPU each, most of a cold listing's cost."""
         host, pool = super().build_connection_pool_key_attributes(request, verify, cert)
-        pinned = self._bundle is not None and pool.get("ca_certs") == self._bundle
-        if pinned and pool.get("cert_reqs") == "CERT_REQUIRED":
-            assert self._bundle is not None
+        ca_file = pool.get("ca_certs")
+        if ca_file and pool.get("cert_reqs") == "CERT_REQUIRED" and "ssl_context" not in pool:
             del pool["ca_certs"]
-            pool["ssl_context"] = _bundle_context(self._bundle, os.stat(self._bundle).st_mtime_ns)
+            pool["ssl_context"] = verify_context(ca_file)
         return host, pool
+
+    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+        """requests names the CA file on the pool again here, after the pool was chosen; a pool
+        that verifies with a shared context (above) must not be told it, or urllib3 loads it into
+        that context on every new connection all the same."""
+        super().cert_verify(conn, url, verify, cert)
+        context = getattr(conn, "conn_kw", {}).get("ssl_context")
+        if context is not None and getattr(conn, "ca_certs", None) and context in _shared_contexts:
+            conn.ca_certs = None
+
+
+def verify_context(ca_file: str | Path) -> ssl.SSLContext:
+    """The one SSLContext of this process that verifies against ``ca_file`` as it is now.
+
+    Built once per file version; a source builds it when it is configured, so a listing that runs
+    in a forked process inherits it instead of reading the bundle again.
+    """
+    path = str(ca_file)
+    return _bundle_context(path, os.stat(path).st_mtime_ns)
+
+
+_shared_contexts: weakref.WeakSet[ssl.SSLContext] = weakref.WeakSet()
 
 
 @functools.lru_cache(maxsize=8)
 def _bundle_context(path: str, _mtime: int) -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=path)
+    context = ssl.create_default_context(cafile=path)
+    _shared_contexts.add(context)
+    return context

@@ -33,7 +33,8 @@ import vonage_utils.errors as vue
 from helpers import wait_for
 
 from numsync.adapters.base import Source, VapiOwner
-from numsync.adapters.vonage import EXCEPTION_MAP, VonageSource, build, translate_exception
+from numsync.adapters.http_util import verify_context
+from numsync.adapters.vonage import EXCEPTION_MAP, VonageSource, _session_of, build, translate_exception
 from numsync.config import VonageSourceConfig
 from numsync.errors import (
     AuthError,
@@ -455,6 +456,27 @@ def test_ca_bundle_adds_to_the_trust_store_without_touching_the_environment(
     del src
     gc.collect()
     assert not bundle.exists()
+
+
+def test_every_connection_verifies_with_the_one_context_that_read_the_bundle(
+    emu: VonageEmulator, h: Harness
+) -> None:
+    """urllib3 reads a CA file named on a pool into the context again for each new connection
+    (~45 ms): the bundle must be read once, when the source is built, and never named on a pool."""
+    seed(emu, 30)
+    src = h.source(concurrency=4)
+    assert src._bundle is not None
+    context = verify_context(src._bundle)
+    stats = context.cert_store_stats()
+    assert len(list(src.list_numbers())) == 30
+    pools = [pool for client in src._clients
+             for pool in _session_of(client).get_adapter(h.server.url).poolmanager.pools._container.values()]
+    assert len(src._clients) > 1 and len(pools) == len(src._clients)
+    for pool in pools:
+        assert pool.conn_kw["ssl_context"] is context
+        assert pool.ca_certs is None and pool.ca_cert_dir is None
+    assert context.cert_store_stats() == stats
+    assert verify_context(src._bundle) is context
 
 
 def test_without_ca_bundle_the_sandbox_is_not_trusted(emu: VonageEmulator, h: Harness) -> None:
