@@ -94,7 +94,7 @@ def _is_secret_key(key: str) -> bool:
 
 
 _SAFE_KEYS: set[str] = set()  # keys seen and judged not secret (bounded like _SECRET_KEYS)
-_NESTED = (dict, list)
+_NESTED = frozenset((dict, list))
 
 
 def _scrub(value: Any, parent: str | None) -> Any:
@@ -104,7 +104,7 @@ def _scrub(value: Any, parent: str | None) -> Any:
     case) is passed by two C-level checks, without a Python loop over its fields.
     """
     if (type(value) is dict and parent != "server" and value.keys() <= _SAFE_KEYS
-            and not any(type(item) in _NESTED for item in value.values())):
+            and _NESTED.isdisjoint(map(type, value.values()))):
         return value
     if type(value) is dict:
         doomed: list[Any] = []

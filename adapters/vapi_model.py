@@ -20,18 +20,22 @@ __all__ = ["CARRIER_PROVIDERS", "owner_account", "owner_for", "to_vapi_number"]
 # Fields the engine reads as text; anything else in them means the record cannot be trusted.
 _TEXT_FIELDS = ("number", "sipUri", "status", "name", "twilioAccountSid", "credentialId", "createdAt", "updatedAt")
 
+_TEXT_TYPES = frozenset((str, type(None)))
+
 # Providers whose records belong to a carrier account (the others, 'vapi', belong to no source).
 CARRIER_PROVIDERS = ("twilio", "telnyx", "vonage", "byo-phone-number")
 
 
 def owner_account(record: dict[str, Any]) -> str | None:
     """The account a record is tied to: twilioAccountSid for twilio, credentialId otherwise."""
-    provider = record.get("provider")
+    return _account_of(record.get("provider"), record.get("twilioAccountSid"), record.get("credentialId"))
+
+
+def _account_of(provider: Any, sid: Any, credential: Any) -> Any:
+    """The one ownership rule, on fields already read (``to_vapi_number`` has them in hand)."""
     if provider == "twilio":
-        return record.get("twilioAccountSid")
-    if provider in CARRIER_PROVIDERS:
-        return record.get("credentialId")
-    return None
+        return sid
+    return credential if provider in CARRIER_PROVIDERS else None
 
 
 def to_vapi_number(record: dict[str, Any]) -> VapiNumber:
@@ -43,11 +47,11 @@ def to_vapi_number(record: dict[str, Any]) -> VapiNumber:
     get = record.get
     rid = get("id")
     provider = get("provider")
-    texts = [get(key) for key in _TEXT_FIELDS]
+    texts = list(map(get, _TEXT_FIELDS))
     if (type(rid) is not str or not rid or len(rid) > 64 or type(provider) is not str or not provider
-            or not all(v is None or type(v) is str for v in texts)):
+            or not _TEXT_TYPES.issuperset(map(type, texts))):
         _refuse(record)
-    number, sip_uri, status, name, _sid, _credential, created, updated = texts
+    number, sip_uri, status, name, sid, credential, created, updated = texts
     given = get("server")
     routed = bool(
         get("assistantId") or get("squadId") or get("workflowId")
@@ -55,19 +59,19 @@ def to_vapi_number(record: dict[str, Any]) -> VapiNumber:
     )
     if number:
         number = number.strip() or None
-    return VapiNumber(
-        id=rid,
-        provider=provider,
-        number=number or None,
-        sip_uri=sip_uri or None,
-        status=status,
-        name=name,
-        account=owner_account(record),
-        routed=routed,
-        e164_check=not (provider == "byo-phone-number" and get("numberE164CheckEnabled") is False),
-        created_at=created,
-        updated_at=updated,
-        raw=record,
+    return VapiNumber(  # positional: the fields' order (NamedTuple keywords cost a dict per record)
+        rid,
+        provider,
+        number or None,
+        sip_uri or None,
+        status,
+        name,
+        _account_of(provider, sid, credential),
+        routed,
+        not (provider == "byo-phone-number" and get("numberE164CheckEnabled") is False),  # e164_check
+        created,
+        updated,
+        record,
     )
 
 
