@@ -57,9 +57,11 @@ def proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def config_text(info: dict[str, dict[str, Any]], db_url: str, reports: Path) -> str:
+def config_text(info: dict[str, dict[str, Any]], db_url: str, reports: Path, processes: str = "auto") -> str:
     return f"""
 database_url: {db_url}
+performance:
+  list_in_processes: {processes}
 vapi:
   api_key: {CREDS['vapi_key']}
   base_url: {info['vapi']['url']}
@@ -108,6 +110,8 @@ def main() -> None:
     ap.add_argument("--mode", choices=["plan", "reconcile"], default="plan")
     ap.add_argument("--json", type=Path, help="append the result as one JSON line to this file")
     ap.add_argument("--peer", action="store_true", help="also time the naive peer (bench/naive_peer.py)")
+    ap.add_argument("--processes", choices=["auto", "true", "false"], default="auto",
+                    help="performance.list_in_processes (false: listings in threads, one core; for profiling)")
     args = ap.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="numsync-bench-"))
     t_seed = time.monotonic()
@@ -128,7 +132,7 @@ def main() -> None:
             eng.dispose()
             db_url = db_url.rsplit("/", 1)[0] + "/numsync_bench"
             upgrade(db_url)
-        cfg = parse_config(config_text(info, db_url, workdir / "reports"), origin="bench.yaml", env={})
+        cfg = parse_config(config_text(info, db_url, workdir / "reports", args.processes), origin="bench.yaml", env={})
         # Import the SDKs before timing, as the peer does (and as a long-running daemon pays once).
         for module in ("twilio", "telnyx", "vonage", "vapi"):
             importlib.import_module(f"numsync.adapters.{module}")
