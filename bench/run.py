@@ -4,7 +4,12 @@ Plan at 10,000 / 100,000 / 1,000,000 numbers (Vapi + three carriers, 20 ms laten
 PostgreSQL, with the naive peer timed on the same emulators, then the Vapi listing benchmark.
 Each size runs in a fresh process so peak RSS is that size's own.
 
-    python bench/run.py [--sizes 10000,100000,1000000] [--dbs sqlite,postgres] [--no-peer]
+    python bench/run.py [--sizes 10000,100000,1000000] [--dbs sqlite,postgres] [--no-peer] [--repeat 3]
+
+Sizes below 1,000,000 run ``--repeat`` times (the peer beside each run) and the table shows the
+run with the median wall time, with the range: on a shared 2-core machine one run's wall time
+moves by a third from one minute to the next, and the ratio to the peer measured in the same run
+moves far less.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ def main() -> None:
     ap.add_argument("--no-peer", action="store_true")
     ap.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     ap.add_argument("--render", type=Path, help="only render the table from this JSON-lines file of results")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per size below 1,000,000 (the median is shown)")
     args = ap.parse_args()
     results_file = args.render or Path(tempfile.mkstemp(suffix=".jsonl")[1])
     for db in [] if args.render else args.dbs.split(","):
@@ -55,9 +61,24 @@ def main() -> None:
             cmd = [sys.executable, str(HERE / "bench_plan.py"), "--n", str(n), "--db", db, "--json", str(results_file)]
             if not args.no_peer and db == "sqlite":
                 cmd.append("--peer")
-            print("bench:", " ".join(cmd[1:]), flush=True)
-            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    rows = [json.loads(line) for line in results_file.read_text().splitlines() if line.strip()]
+            for _ in range(max(1, args.repeat) if n < 1_000_000 else 1):
+                print("bench:", " ".join(cmd[1:]), flush=True)
+                subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    runs: dict[tuple[str, int], list[dict]] = {}
+    for line in results_file.read_text().splitlines():
+        if line.strip():
+            r = json.loads(line)
+            runs.setdefault((r["db"], r["n"]), []).append(r)
+    rows = []
+    for group in runs.values():
+        group.sort(key=lambda r: r["wall_s"])
+        median = dict(group[(len(group) - 1) // 2])
+        median["runs"] = len(group)
+        median["wall_range"] = (group[0]["wall_s"], group[-1]["wall_s"])
+        speedups = sorted(r["speedup_vs_peer"] for r in group if "speedup_vs_peer" in r)
+        if speedups:
+            median["speedup_range"] = (speedups[0], speedups[-1])
+        rows.append(median)
     lines = [
         "# Benchmark results",
         "",
@@ -71,10 +92,12 @@ def main() -> None:
         "process (forked copies share their pages with the parent until written).",
         "The naive peer (bench/naive_peer.py) lists the same emulators sequentially with the official SDKs",
         "and `requests`, and diffs in Python sets. Ratios matter more than seconds on a shared machine.",
+        "Sizes run more than once show the run with the median wall time; runs gives their number and",
+        "the range of wall times (and of speed-ups over the peer, each measured beside its own run).",
         "",
         "| numbers | db | wall s | floor s | wall/floor | diff s | CPU s main / listing / emulators "
-        "| requests (min) | peak RSS MB | naive peer s | speed-up |",
-        "| ---: | --- | ---: | ---: | ---: | ---: | --- | --- | --- | ---: | ---: |",
+        "| requests (min) | peak RSS MB | naive peer s | speed-up | runs: wall range (speed-up range) |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | --- | --- | --- | ---: | ---: | --- |",
     ]
     for r in rows:
         req = ", ".join(f"{k} {r['requests'].get(k, 0)} ({r['minimum_requests'][k]})"
@@ -83,8 +106,14 @@ def main() -> None:
         speed = f"{r['speedup_vs_peer']}x" if "speedup_vs_peer" in r else "-"
         cpu = f"{r.get('cpu_s', '-')} / {r.get('listing_processes_cpu_s', '-')} / {r.get('emulators_cpu_s', '-')}"
         rss = f"{r['peak_rss_mb']} / {r.get('listing_processes_peak_rss_mb', '-')}"
+        spread = "1"
+        if r.get("runs", 1) > 1:
+            low, high = r["wall_range"]
+            spread = f"{r['runs']}: {low}-{high} s"
+            if "speedup_range" in r:
+                spread += f" ({r['speedup_range'][0]}-{r['speedup_range'][1]}x)"
         lines.append(f"| {r['n']:,} | {r['db']} | {r['wall_s']} | {r['floor_s']} | {r['wall_over_floor']} | "
-                     f"{r['diff_s']} | {cpu} | {req} | {rss} | {peer} | {speed} |")
+                     f"{r['diff_s']} | {cpu} | {req} | {rss} | {peer} | {speed} | {spread} |")
     by_db: dict[str, list[dict]] = {}
     for r in rows:
         by_db.setdefault(r["db"], []).append(r)
