@@ -8,6 +8,7 @@ break every public host).
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import functools
 import json
@@ -96,13 +97,17 @@ def combined_ca_bundle(extra: Path, *, owner: str = "a source") -> Path:
     """For requests-based SDKs: a temp file with requests' usual trust store plus ``extra``.
 
     The caller pins it as ``verify`` (requests would otherwise let REQUESTS_CA_BUNDLE replace a
-    session's setting) and deletes the file when done.
+    session's setting) and deletes the file when done. The file is read into its shared
+    ``verify_context`` here, while the source is configured, so listings forked from this process
+    inherit it instead of each reading it again.
     """
     extra_pem = _extra_pem(extra, owner)
     base = _base_trust_file(_REQUESTS_TRUST_VARS).read_bytes()
     fd, name = tempfile.mkstemp(prefix="numsync-ca-", suffix=".pem")
     with os.fdopen(fd, "wb") as out:
         out.write(base.rstrip(b"\n") + b"\n" + extra_pem.rstrip(b"\n") + b"\n")
+    with contextlib.suppress(ssl.SSLError):  # unreadable: the first connection reports it, as before
+        verify_context(name)
     return Path(name)
 
 

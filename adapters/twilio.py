@@ -56,7 +56,6 @@ from numsync.adapters.http_util import (
     loads,
     parse_retry_after,
     read_environment_once,
-    verify_context,
 )
 from numsync.config import TwilioSourceConfig
 from numsync.errors import (
@@ -211,8 +210,6 @@ class TwilioSource:
         self._sleep = sleep
         self._routes = frozenset(cfg.routes_to_vapi)
         self._ca_file = str(combined_ca_bundle(cfg.ca_bundle, owner=f"source {cfg.name}")) if cfg.ca_bundle else None
-        if self._ca_file is not None:
-            verify_context(self._ca_file)  # read once here, not in each listing process forked from this one
         self._http = _TwilioHttp(base_url=cfg.base_url, timeout=cfg.timeout, verify=self._ca_file,
                                  on_request=on_request)
         token, key, secret = _secrets(cfg)

@@ -67,7 +67,6 @@ from numsync.adapters.http_util import (
     combined_ca_bundle,
     parse_retry_after,
     read_environment_once,
-    verify_context,
 )
 from numsync.config import VonageSourceConfig
 from numsync.errors import (
@@ -319,8 +318,6 @@ class VonageSource:
         # the temp bundle lives as long as the source (a closed source may list again), and goes
         # when it is collected or at exit
         self._drop_bundle = weakref.finalize(self, _unlink, self._bundle) if self._bundle else None
-        if self._bundle is not None:
-            verify_context(self._bundle)  # read once here, not in each listing process forked from this one
         self._idle: queue.SimpleQueue[_Client] = queue.SimpleQueue()
         self._clients: list[_Client] = []
         self._routes = frozenset(cfg.routes_to_vapi)

@@ -132,8 +132,7 @@ def _sqlite_stamp(text: str | None) -> str | None:
     Vapi writes its times one way ("2026-11-26T20:55:55.628Z"), which is cut into that form once
     read as a valid time; anything else goes through a datetime, as ``_BulkWriter.convert`` would.
     """
-    when = _parse_ts(text)
-    if when is None or text is None:
+    if not text or (when := _parse_ts(text)) is None:
         return None
     if len(text) == 24 and text[23] == "Z" and text[19] == "." and text[10] == "T":
         return f"{text[:10]} {text[11:23]}000"
