@@ -41,11 +41,11 @@ from typing import Any, cast
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from numsync.adapters.base import country_of
+from numsync.adapters.base import SourceRecord, VapiNumber, country_of
 from numsync.daemon import diff, run
 from numsync.daemon.db import make_engine, upgrade
 from numsync.daemon.models import CarrierRecord, Run, VapiRecord
-from numsync.daemon.snapshot import BATCH, _BulkWriter
+from numsync.daemon.snapshot import BATCH, _BulkWriter, _carrier_row, _vapi_row
 
 ROOT = Path(__file__).resolve().parent.parent
 SID = "AC" + "b" * 32
@@ -57,6 +57,7 @@ SOURCES = {  # name: (kind, provider, Vapi account)
     "vonage-bench": ("vonage", "vonage", "cred-vonage"),
 }
 NAMES = list(SOURCES)
+OWNERS = {(provider, account): name for name, (_kind, provider, account) in SOURCES.items()}
 SKIP = ("raw",)  # as take_snapshot writes vapi_records
 
 
@@ -64,65 +65,65 @@ def number_of(i: int) -> str:
     return (f"+1415{i:07d}", f"+1970{i:07d}", f"+4420{i:07d}")[i % 3]
 
 
-def carrier_rows(run_id: str, n: int) -> Iterator[tuple[str, tuple[Any, ...]]]:
-    """(source, row) in _carrier_row's column order."""
+def carrier_rows(n: int) -> Iterator[tuple[str, SourceRecord]]:
+    """(source, record) as the carriers' adapters would list them."""
     for i in range(n):
         source = NAMES[i % 3]
         number = number_of(i)
         elsewhere = i % 700 == 0  # a seventh of the missing ones
         if source == "twilio-bench":
-            row = (run_id, source, number, number, f"PN{i:032x}", "in-use",
-                   {"friendly_name": f"({number[2:5]}) {number[5:8]}-{number[8:]}"},
-                   "https://example.com/voice" if elsewhere else "vapi", elsewhere)
+            rec = SourceRecord(number, number, f"PN{i:032x}", "in-use",
+                               {"friendly_name": f"({number[2:5]}) {number[5:8]}-{number[8:]}"},
+                               "https://example.com/voice" if elsewhere else "vapi", elsewhere)
         elif source == "telnyx-bench":
-            row = (run_id, source, number, number, str(2_000_000_000 + i), "active",
-                   {"country": "US"}, "connection 1", elsewhere)
+            rec = SourceRecord(number, number, str(2_000_000_000 + i), "active", {"country": "US"},
+                               "connection 1", elsewhere)
         else:
-            row = (run_id, source, number[1:], number, number[1:], None,
-                   {"country": "GB", "type": "mobile-lvn"}, "app app-1", elsewhere)
-        yield source, row
+            rec = SourceRecord(number[1:], number, number[1:], None, {"country": "GB", "type": "mobile-lvn"},
+                               "app app-1", elsewhere)
+        yield source, rec
     for k in range(max(3, n // 100_000)):  # a CSV-like source listing a (missing) number twice
         i = 300 * (k + 1)  # i % 3 == 0 and i % 100 == 0: a Twilio number missing in Vapi
-        yield "twilio-bench", (run_id, "twilio-bench", number_of(i), number_of(i), f"PNdup{k:029x}", "in-use",
-                               {"friendly_name": "second listing"}, "https://example.org/other", True)
+        yield "twilio-bench", SourceRecord(number_of(i), number_of(i), f"PNdup{k:029x}", "in-use",
+                                           {"friendly_name": "second listing"}, "https://example.org/other", True)
     for k in range(max(5, n // 100_000)):
-        yield "vonage-bench", (run_id, "vonage-bench", f"not-a-number-{k}", None, f"bad-{k}", None, None, None, False)
+        yield "vonage-bench", SourceRecord(f"not-a-number-{k}", None, f"bad-{k}", None, {}, None, False)
 
 
-def _vapi(run_id: str, number: str | None, source: str | None, *, provider: str | None = None,
+def _vapi(number: str | None, source: str | None, *, provider: str | None = None,
           account: str | None = None, status: str = "active", routed: bool = True,
-          updated: datetime = NOW - timedelta(days=30), sip: str | None = None) -> tuple[Any, ...]:
-    """One row in _vapi_row's column order (``raw`` is not written)."""
+          updated: datetime = NOW - timedelta(days=30), sip: str | None = None) -> VapiNumber:
+    """One Vapi record as the client reads it; ``source`` names the configured source owning it."""
     if source is not None:
         _, provider, account = SOURCES[source]
-    vid = str(uuid.uuid4())
+    assert provider is not None
     stamp = updated.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-    return (run_id, vid, provider, number, number, sip, status, None, account, source, routed, stamp, updated)
+    return VapiNumber(str(uuid.uuid4()), provider, number, sip, status, None, account, routed, True, stamp, stamp, {})
 
 
-def vapi_rows(run_id: str, n: int) -> Iterator[tuple[Any, ...]]:
+def vapi_rows(n: int) -> Iterator[VapiNumber]:
     for i in range(n):
         if i % 100 == 0:
             if i % 3 == 0 and i % 50_000 == 0:  # moved: a Twilio number held under Telnyx
-                yield _vapi(run_id, number_of(i), "telnyx-bench")
+                yield _vapi(number_of(i), "telnyx-bench")
             continue  # missing in Vapi
         status = "blocked" if i % 10_009 == 2 else "activating" if i % 20_011 == 3 else "active"
-        yield _vapi(run_id, number_of(i), NAMES[i % 3], status=status, routed=i % 10_007 != 1,
+        yield _vapi(number_of(i), NAMES[i % 3], status=status, routed=i % 10_007 != 1,
                     updated=NOW - timedelta(days=2) if status == "activating" else NOW - timedelta(days=30))
         if i % 50_021 == 5:  # duplicate_in_vapi, same source
-            yield _vapi(run_id, number_of(i), NAMES[i % 3])
+            yield _vapi(number_of(i), NAMES[i % 3])
         if i % 70_001 == 7:  # duplicate_in_vapi, another source (and moved)
-            yield _vapi(run_id, number_of(i), NAMES[(i + 1) % 3])
+            yield _vapi(number_of(i), NAMES[(i + 1) % 3])
     scale = max(1, n // 100_000)
     for k in range(5 * scale):  # orphaned
-        yield _vapi(run_id, f"+1415999{k:04d}", "twilio-bench")
+        yield _vapi(f"+1415999{k:04d}", "twilio-bench")
     for k in range(2 * scale):  # unmanaged: another Twilio account
-        yield _vapi(run_id, f"+1212555{k:04d}", None, provider="twilio", account=OTHER_SID)
+        yield _vapi(f"+1212555{k:04d}", None, provider="twilio", account=OTHER_SID)
     for k in range(3):  # SIP records: one pair shares a sipUri, one is unrouted
-        yield _vapi(run_id, None, None, provider="vapi", sip=f"sip:desk{min(k, 1)}@sip.vapi.ai", routed=k != 2)
-    yield _vapi(run_id, "sip:desk0@sip.vapi.ai", None, provider="byo-phone-number")  # a number as written = a sipUri
-    yield _vapi(run_id, None, "telnyx-bench", sip="sip:trunk@example.com")  # a source's record without a number
-    yield _vapi(run_id, None, None, provider="vapi", routed=False)  # neither number nor sipUri
+        yield _vapi(None, None, provider="vapi", sip=f"sip:desk{min(k, 1)}@sip.vapi.ai", routed=k != 2)
+    yield _vapi("sip:desk0@sip.vapi.ai", None, provider="byo-phone-number")  # a number as written = a sipUri
+    yield _vapi(None, "telnyx-bench", sip="sip:trunk@example.com")  # a source's record without a number
+    yield _vapi(None, None, provider="vapi", routed=False)  # neither number nor sipUri
 
 
 def write_snapshot(
@@ -131,15 +132,15 @@ def write_snapshot(
     """One run's snapshot; returns (numbers per source, Vapi records, insert seconds per table)."""
     numbers: dict[str, int] = defaultdict(int)
     seconds = {}
-    # Rows are made and converted first, so the timings are the database's insert cost alone.
+    # Rows are made first, by the snapshot's own row builders, so the timings are the database's
+    # insert cost alone.
     with sessions() as s:
-        carrier = _BulkWriter(s, cast(sa.Table, CarrierRecord.__table__))
-        vapi = _BulkWriter(s, cast(sa.Table, VapiRecord.__table__), skip=SKIP)
+        stamp = _BulkWriter(s, cast(sa.Table, VapiRecord.__table__), skip=SKIP).stamp
         carrier_batches = []
-        for source, row in carrier_rows(run_id, n):
+        for source, rec in carrier_rows(n):
             numbers[source] += 1
-            carrier_batches.append(carrier.convert(row))
-        vapi_batches = [vapi.convert(row) for row in vapi_rows(run_id, n)]
+            carrier_batches.append(_carrier_row(run_id, source, rec))
+        vapi_batches = [_vapi_row(run_id, rec, OWNERS, stamp) for rec in vapi_rows(n)]
     for table, rows in ((CarrierRecord.__table__, carrier_batches), (VapiRecord.__table__, vapi_batches)):
         t = time.monotonic()
         with sessions.begin() as s:

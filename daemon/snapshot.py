@@ -25,7 +25,7 @@ from numsync.adapters.base import Source, SourceRecord, VapiApi, VapiNumber, to_
 from numsync.adapters.vapi_model import to_vapi_number
 from numsync.errors import NumsyncError
 
-from .models import CarrierRecord, UTCDateTime, VapiRecord
+from .models import CarrierRecord, VapiRecord
 from .workers import Job, run_in_processes, run_in_threads
 
 __all__ = ["SnapshotResult", "SourceOutcome", "take_snapshot", "vapi_match_key"]
@@ -37,48 +37,25 @@ class _BulkWriter:
     """Inserts snapshot rows through the driver: executemany on SQLite, COPY on PostgreSQL.
 
     A snapshot is all bulk, and SQLAlchemy's per-row parameter processing (type decorators, JSON)
-    was a third of a 100,000-number run's CPU. The values are converted here the way the column
-    types would convert them: JSON as text, datetimes as SQLite's text form or aware for PostgreSQL;
-    only the columns that need it are touched (a generic loop over every value cost 7 us a row).
-    On PostgreSQL, COPY (psycopg's ``write_row``) moves a row for a fraction of an INSERT's cost.
+    was a third of a 100,000-number run's CPU. The listings therefore build their rows in the
+    driver's form themselves (``_vapi_row``, ``_carrier_row``): JSON as text, and timestamps
+    through ``stamp``, as SQLite's text form or an aware datetime for PostgreSQL. On PostgreSQL,
+    COPY (psycopg's ``write_row``) moves a row for a fraction of an INSERT's cost.
     """
 
     def __init__(self, session: Session, table: sa.Table, *, skip: tuple[str, ...] = ()) -> None:
         self._conn = session.connection()
-        self._sqlite = self._conn.dialect.name == "sqlite"
         self.columns = [c.name for c in table.columns if c.name != "id" and c.name not in skip]
         mark = "?" if self._conn.dialect.paramstyle == "qmark" else "%s"
         self._sql = (f"INSERT INTO {table.name} ({', '.join(self.columns)}) "
                      f"VALUES ({', '.join([mark] * len(self.columns))})")
         self._copy = (f"COPY {table.name} ({', '.join(self.columns)}) FROM STDIN"
                       if self._conn.dialect.name == "postgresql" and self._conn.dialect.driver == "psycopg" else None)
-        self._json = [i for i, n in enumerate(self.columns) if isinstance(table.c[n].type, sa.JSON)]
-        self._when = [i for i, n in enumerate(self.columns) if isinstance(table.c[n].type, UTCDateTime)]
-        # A remote timestamp (ISO text) as this driver takes it; the listings' rows use it directly.
-        self.stamp: Callable[[str | None], Any] = _sqlite_stamp if self._sqlite else _parse_ts
-
-    def convert(self, row: tuple[Any, ...]) -> tuple[Any, ...]:
-        """A row of Python values (dicts, datetimes) as the driver takes it.
-
-        The listings build their rows in the driver's form directly (``stamp``, JSON text), at
-        a third of the cost; this is for rows made elsewhere (``bench/bench_diff.py``).
-        """
-        out = list(row)
-        for i in self._json:
-            if out[i] is not None:
-                out[i] = orjson.dumps(out[i]).decode()
-        if self._sqlite:
-            for i in self._when:
-                when = out[i]
-                if when is not None:
-                    if when.tzinfo is not UTC:
-                        when = when.astimezone(UTC)
-                    # what strftime("%Y-%m-%d %H:%M:%S.%f") writes, at a quarter of its cost
-                    out[i] = when.replace(tzinfo=None).isoformat(" ", "microseconds")
-        return tuple(out)
+        # A remote timestamp (ISO text) as this driver takes a UTCDateTime column's value.
+        self.stamp: Callable[[str | None], Any] = _sqlite_stamp if self._conn.dialect.name == "sqlite" else _parse_ts
 
     def write(self, rows: list[tuple[Any, ...]]) -> None:
-        """Insert rows already converted by ``convert``."""
+        """Insert rows in the driver's form, in ``columns`` order."""
         if not rows:
             return
         if self._copy is None:
@@ -130,7 +107,7 @@ def _sqlite_stamp(text: str | None) -> str | None:
     """ISO text as SQLite keeps a ``UTCDateTime``: UTC, naive, "YYYY-MM-DD HH:MM:SS.ffffff".
 
     Vapi writes its times one way ("2026-11-26T20:55:55.628Z"), which is cut into that form once
-    read as a valid time; anything else goes through a datetime, as ``_BulkWriter.convert`` would.
+    read as a valid time; anything else goes through a datetime, as the column type would.
     """
     if not text or (when := _parse_ts(text)) is None:
         return None
