@@ -25,7 +25,6 @@ import argparse
 import dataclasses
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -39,11 +38,12 @@ from types import ModuleType
 from typing import Any, cast
 
 import sqlalchemy as sa
+from scratch_db import drop_scratch_database, scratch_database
 from sqlalchemy.orm import Session, sessionmaker
 
 from numsync.adapters.base import SourceRecord, VapiNumber, country_of
 from numsync.daemon import diff, run
-from numsync.daemon.db import make_engine, upgrade
+from numsync.daemon.db import make_engine
 from numsync.daemon.models import CarrierRecord, Run, VapiRecord
 from numsync.daemon.snapshot import BATCH, _BulkWriter, _carrier_row, _vapi_row
 
@@ -279,17 +279,7 @@ def check_reference(ref: ModuleType, sessions: sessionmaker[Session], run_id: st
 
 def bench_db(db: str, n: int, repeat: int, ref: ModuleType | None, history: int) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="diffbench-"))
-    if db == "sqlite":
-        url = f"sqlite:///{workdir / 'diffbench.db'}"
-    else:
-        base = os.environ.get("NUMSYNC_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-        admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
-        with admin.connect() as c:
-            c.execute(sa.text("DROP DATABASE IF EXISTS diffbench WITH (FORCE)"))
-            c.execute(sa.text("CREATE DATABASE diffbench"))
-        admin.dispose()
-        url = base.rsplit("/", 1)[0] + "/diffbench"
-    upgrade(url)
+    url = scratch_database(db, workdir, "diffbench")
     engine = make_engine(url)
     sessions = sessionmaker(engine)
     try:
@@ -330,11 +320,7 @@ def bench_db(db: str, n: int, repeat: int, ref: ModuleType | None, history: int)
         return result
     finally:
         engine.dispose()
-        if db == "postgres":
-            admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
-            with admin.connect() as c:
-                c.execute(sa.text("DROP DATABASE IF EXISTS diffbench WITH (FORCE)"))
-            admin.dispose()
+        drop_scratch_database(db, "diffbench")
         for f in workdir.iterdir():
             f.unlink()
         workdir.rmdir()

@@ -26,10 +26,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from emulators import CREDS  # noqa: E402
+from scratch_db import scratch_database  # noqa: E402
 
 from numsync.app import run_once  # noqa: E402
 from numsync.config import parse_config  # noqa: E402
-from numsync.daemon.db import upgrade  # noqa: E402
 from numsync.metrics import Metrics  # noqa: E402
 
 PAGE = {"vapi": 1000, "twilio": 1000, "telnyx": 250, "vonage": 100}
@@ -118,20 +118,7 @@ def main() -> None:
     info, procs = start_emulators(args.n, args.latency, workdir)
     seed_seconds = time.monotonic() - t_seed
     try:
-        if args.db == "sqlite":
-            db_url = f"sqlite:///{workdir / 'bench.db'}"
-            upgrade(db_url)  # the schema is made once, before timing, as for PostgreSQL
-        else:
-            db_url = os.environ.get("NUMSYNC_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-            import sqlalchemy as sa
-
-            eng = sa.create_engine(db_url, isolation_level="AUTOCOMMIT")
-            with eng.connect() as c:
-                c.execute(sa.text("DROP DATABASE IF EXISTS numsync_bench WITH (FORCE)"))
-                c.execute(sa.text("CREATE DATABASE numsync_bench"))
-            eng.dispose()
-            db_url = db_url.rsplit("/", 1)[0] + "/numsync_bench"
-            upgrade(db_url)
+        db_url = scratch_database(args.db, workdir, "numsync_bench")  # migrated before timing
         cfg = parse_config(config_text(info, db_url, workdir / "reports", args.processes), origin="bench.yaml", env={})
         # Import the SDKs before timing, as the peer does (and as a long-running daemon pays once).
         for module in ("twilio", "telnyx", "vonage", "vapi"):
