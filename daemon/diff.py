@@ -297,7 +297,7 @@ def _missing(session: Session, run_id: str, ok: list[str]) -> Iterable[FindingDr
                 seen[1] = seen[1] or bool(elsewhere)
                 seen[2] = min(filter(None, (seen[2], routing)), default=None)
     for (source, key), (carrier_id, elsewhere, routing, labels) in merged.items():
-        # Sources do not label every number with its country (Twilio's would cost 8 us a number);
+        # Sources need not label every number with its country (it cost a listing 8-22 us a number);
         # the few that become findings get it here, after the source's own labels.
         if not (labels and "country" in labels):
             country = country_of(key)
