@@ -134,18 +134,24 @@ def ssl_context_with_extra_ca(extra: Path, *, owner: str = "a source") -> ssl.SS
     return ctx
 
 
-def read_environment_once(session: requests.Session, url: str) -> None:
+def read_environment_once(session: requests.Session, url: str, *, pinned: bool = False) -> None:
     """Take the environment's proxy settings for ``url`` now, then stop ``session`` reading it again.
 
     With ``trust_env`` on, requests walks every environment variable (proxies), stats ``~/.netrc``
     and reads the CA-bundle variables on *every* request: a third of a Vonage page's CPU. A source
     talks to one host, so its proxies and CA-bundle variables are settled once; a ``.netrc`` entry
-    must not replace the SDK's credentials anyway.
+    must not replace the SDK's credentials anyway. Unless the source ``pinned`` its own bundle, the
+    environment's bundle is read into its shared context now too.
     """
     session.proxies.update(requests.utils.get_environ_proxies(url, no_proxy=None))
     if session.verify is True:  # as requests would read it per request (a pinned bundle wins anyway)
         session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
     session.trust_env = False
+    if (not pinned and isinstance(session.verify, str) and url.lower().startswith("https:")
+            and os.path.isfile(session.verify)):
+        # Read now, while the source is configured: listings forked later inherit the context.
+        with contextlib.suppress(OSError, ssl.SSLError):  # unreadable: the first connection says so
+            verify_context(session.verify)
 
 
 class PinnedVerifyAdapter(HTTPAdapter):
@@ -173,7 +179,11 @@ class PinnedVerifyAdapter(HTTPAdapter):
         bundle again for every new connection: ~45 ms of CPU each, most of a cold listing's cost."""
         host, pool = super().build_connection_pool_key_attributes(request, verify, cert)
         ca_file = pool.get("ca_certs")
-        if ca_file and pool.get("cert_reqs") == "CERT_REQUIRED" and "ssl_context" not in pool:
+        # Plain http needs no context. Building one there also took OpenSSL's locks in a forked
+        # listing, where another thread of the parent (an in-process emulator mid-handshake) may
+        # have held them at the fork: that listing waited forever.
+        if (ca_file and host.get("scheme") == "https" and pool.get("cert_reqs") == "CERT_REQUIRED"
+                and "ssl_context" not in pool):
             del pool["ca_certs"]
             pool["ssl_context"] = verify_context(ca_file)
         return host, pool

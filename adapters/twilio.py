@@ -114,7 +114,7 @@ class _TwilioHttp(TwilioHttpClient):
         adapter = PinnedVerifyAdapter(verify)
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
-        read_environment_once(self.session, self.base_url or "https://api.twilio.com")
+        read_environment_once(self.session, self.base_url or "https://api.twilio.com", pinned=verify is not None)
 
     def request(
         self,

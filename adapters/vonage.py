@@ -474,7 +474,8 @@ class VonageSource:
         http_client = HttpClient(auth, self._options, _sdk_version())
         client = _Client(http_client, Numbers(http_client))
         with contextlib.suppress(RuntimeError):  # an SDK without a requests session reads it its own way
-            read_environment_once(_session_of(client), f"https://{http_client.rest_host}/")
+            read_environment_once(_session_of(client), f"https://{http_client.rest_host}/",
+                                  pinned=self._bundle is not None)
         if self._bundle is not None:
             try:
                 session = _session_of(client)

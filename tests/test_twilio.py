@@ -532,6 +532,18 @@ def test_combined_bundle_keeps_the_existing_trust_store(
     assert ca_path.read_text().strip() in text
 
 
+def test_plain_http_reads_no_ca_bundle(
+    tmp_path: Path, emu: TwilioEmulator, h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # http needs no trust store. Reading one anyway took OpenSSL's locks in a forked listing,
+    # which hung when the parent had forked it while another thread held them.
+    garbage = tmp_path / "unreadable.pem"
+    garbage.write_text("-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(garbage))
+    seed(emu, 2)
+    assert [r.number for r in h.source().list_numbers()] == ["+14155550000", "+14155550001"]
+
+
 def test_combined_bundle_falls_back_to_certifi_and_rejects_a_missing_file(
     tmp_path: Path, tls: tuple[ssl.SSLContext, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
