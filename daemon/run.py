@@ -233,9 +233,10 @@ def _list_in_processes(setting: bool | str) -> bool:
 
     A host that runs numsync in threads (the daemon's scheduler, a test running plan and
     reconcile side by side) may have another thread inside a lock at the moment of fork; the
-    child would then wait on it forever. That was seen once in the fault matrix after structlog's
-    write locks were already held across the fork, with the culprit not identified. ``true``
-    forks from any thread; ``false`` never forks.
+    child would then wait on it forever. Seen: structlog's write locks (now held across the fork)
+    and OpenSSL's (an in-process emulator mid-handshake; the children now start only once all are
+    forked), but a host's threads can hold any lock. ``true`` forks from any thread; ``false``
+    never forks.
     """
     if setting == "auto":
         return fork_available() and threading.current_thread() is threading.main_thread()

@@ -137,15 +137,20 @@ def _log_write_locks() -> list[Any]:
     return []
 
 
-def _child_main(conn: multiprocessing.connection.Connection, job: Job, parent: int, held: list[Any]) -> None:
+def _child_main(conn: multiprocessing.connection.Connection, job: Job, parent: int, held: list[Any],
+                gate: tuple[int, int]) -> None:
     global _in_child
     for lock in held:  # taken by the parent for the fork: the child's copies are released here
         lock.release()
+    go, forking = gate
+    os.close(forking)
     _in_child = True
     _drain()  # calls recorded by other threads of the parent at fork time are not this child's
     _die_with_parent()
     if os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(1)
+    os.read(go, 1)  # end of file once the parent has forked every listing (see run_in_processes)
+    os.close(go)
     # The listing hands messages to a sender thread: a send blocks while the parent is busy
     # writing another listing's batch, and the listing must not stall on it (it would turn the
     # parent's writes into everyone's latency). A bounded queue still holds a listing back when
@@ -178,11 +183,11 @@ def _send_all(conn: multiprocessing.connection.Connection, outbox: queue.Queue[A
             os._exit(1)
 
 
-def _fork(job: Job, ctx: Any) -> tuple[multiprocessing.connection.Connection, Any]:
+def _fork(job: Job, ctx: Any, gate: tuple[int, int]) -> tuple[multiprocessing.connection.Connection, Any]:
     """Start ``job`` in a forked child; returns the end of its pipe the parent reads, and the child."""
     receive, send = ctx.Pipe(duplex=False)
     held = _log_write_locks()
-    proc = ctx.Process(target=_child_main, args=(send, job, os.getpid(), held),
+    proc = ctx.Process(target=_child_main, args=(send, job, os.getpid(), held, gate),
                        name=f"numsync-list-{job.tag}", daemon=True)
     for lock in held:
         lock.acquire()
@@ -202,20 +207,29 @@ def _fork(job: Job, ctx: Any) -> tuple[multiprocessing.connection.Connection, An
 def run_in_processes(jobs: list[Job]) -> Generator[Event, None, None]:
     """Run each job in a forked child; yield its messages as they arrive, then ("done"|"error").
 
+    Every child waits until all are forked. A listing that started at once would set the parent's
+    other threads working while its siblings are forked (an emulator in the same process serving
+    it, in the demo and the tests), and a sibling forked while such a thread held one of OpenSSL's
+    locks inherited that lock held, for good: its first TLS call waited forever (seen in the
+    property tests). Nothing in this process talks to the APIs while the children are forked.
+
     Closing the iterator early (the caller failed) kills the children that are still listing.
     """
     ctx = multiprocessing.get_context("fork")
     children: dict[multiprocessing.connection.Connection, tuple[str, Any]] = {}
+    gate = os.pipe()  # the children read (go, forking); it ends when no process holds ``forking``
     try:
         # Objects alive now are the parent's: frozen, the children's garbage collector never walks
         # them, so it does not write to (and copy) every page of the parent's heap it inherited.
         gc.freeze()
         try:
             for job in jobs:
-                pipe, proc = _fork(job, ctx)
+                pipe, proc = _fork(job, ctx, gate)
                 children[pipe] = (job.tag, proc)
         finally:
             gc.unfreeze()
+            for fd in gate:  # every child forked (or forking failed): they start now
+                os.close(fd)
     except OSError as exc:  # no fork now (process or memory limits): list in threads instead
         log.warning("listing_processes_unavailable", error=f"{exc.__class__.__name__}: {exc.strerror}",
                     fallback="threads")

@@ -6,6 +6,8 @@ our own; nothing of the SDKs or the database is replaced.
 
 from __future__ import annotations
 
+import functools
+import multiprocessing
 import os
 import uuid
 from collections.abc import Iterator
@@ -192,3 +194,27 @@ def test_threads_run_the_same_jobs_and_report_a_failure_as_text() -> None:
     assert events == [("t", "rows", [1, 2]), ("t", "error", "failed: boom")]
     in_processes = list(run_in_processes([Job("p", job, lambda exc: f"failed: {exc}")]))
     assert [e for e in in_processes if e[1] != "cpu"] == [("p", "rows", [1, 2]), ("p", "error", "failed: boom")]
+
+
+def _siblings_job(all_looked: Any) -> Iterator[tuple[str, Any]]:
+    parent = os.getppid()
+    with open(f"/proc/{parent}/task/{parent}/children") as f:  # the parent's children, now
+        seen = {int(pid) for pid in f.read().split()}
+    all_looked.wait(timeout=30)  # none ends (and is reaped) before every one has looked
+    yield "rows", [(os.getpid(), seen)]
+
+
+@pytest.mark.skipif(not os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children"),
+                    reason="needs /proc/<pid>/task/<tid>/children")
+def test_no_listing_starts_before_every_listing_process_is_forked() -> None:
+    # A listing that ran at once could set this process's other threads working (an emulator in
+    # the same process, mid-TLS-handshake) while its siblings were forked, and a sibling could
+    # inherit a lock held for good. Each job here looks, first thing, at which of the parent's
+    # children exist; all of them must.
+    all_looked = multiprocessing.get_context("fork").Barrier(4)
+    jobs = [Job(f"j{i}", functools.partial(_siblings_job, all_looked), repr) for i in range(4)]
+    events = [e for e in run_in_processes(jobs) if e[1] == "rows"]
+    started = dict(e[2][0] for e in events)
+    assert len(started) == 4
+    for pid, seen in started.items():
+        assert set(started) <= seen, f"listing {pid} started while only {sorted(seen)} of {sorted(started)} existed"
