@@ -10,12 +10,13 @@ writing:
    it up, never by a second blind POST; a number still absent is ``failed`` and is planned
    afresh by the next run, whose own snapshot will show whether it arrived after all.
 
-A process killed anywhere leaves at most one action ``started``; ``recover_started`` settles it
-at the start of the next reconcile by the same lookup.
+A process killed anywhere leaves at most one action ``started`` per import in flight;
+``recover_started`` settles each at the start of the next reconcile by the same lookup.
 """
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -101,8 +102,17 @@ def apply_plan(
     *,
     stop: threading.Event | None = None,
     guard: Callable[[], None] | None = None,
+    concurrency: int = 1,
 ) -> ApplyResult:
-    """Carry out every 'planned' action of ``run_id``; each settles on its own."""
+    """Carry out every 'planned' action of ``run_id``; each settles on its own.
+
+    Up to ``concurrency`` imports are in flight at once. Each is the same sequence as alone (claim,
+    look up, create, settle), and no two are for one number, so the journal's promise holds per
+    action: a process killed anywhere leaves at most ``concurrency`` actions 'started', each settled
+    by ``recover_started``. One import at a time costs two round trips per number: 10,000 imports
+    at 20 ms were more than six minutes. A stop, or a guard or database failure, starts no new
+    import; those in flight settle, then the failure is raised here.
+    """
     result = ApplyResult()
     with sessions() as session:
         todo = session.execute(
@@ -110,29 +120,66 @@ def apply_plan(
             .where(Action.run_id == run_id, Action.state == "planned")
             .order_by(Action.id)
         ).all()
-    for action_id, source_name, number, request in todo:
-        if stop is not None and stop.is_set():
-            result.interrupted = True
-            break
-        if guard is not None:
-            guard()
-        with sessions.begin() as session:
-            claimed = session.execute(
-                sa.update(Action)
-                .where(Action.id == action_id, Action.state == "planned")
-                .values(state="started", attempts=Action.attempts + 1, started_at=clock())
-            ).rowcount  # type: ignore[attr-defined]
-        if not claimed:
-            continue
-        state, vapi_id, detail = _import_one(vapi, sources[source_name], number, dict(request or {}))
-        with sessions.begin() as session:
-            _settle(session, action_id, state, clock, vapi_id=vapi_id, detail=detail)
-        if state == "done":
-            result.done += 1
-        else:
-            result.failed += 1
-        log.info("import settled", source=source_name, number=number, state=state, vapi_id=vapi_id)
+    lock = threading.Lock()
+    taken = 0
+    failures: list[BaseException] = []
+
+    def take() -> Any:
+        nonlocal taken
+        with lock:
+            if failures or taken >= len(todo):
+                return None
+            if stop is not None and stop.is_set():
+                result.interrupted = True
+                return None
+            taken += 1
+            return todo[taken - 1]
+
+    def work() -> None:
+        while (item := take()) is not None:
+            try:
+                state = _apply_one(sessions, vapi, sources, clock, guard, *item)
+            except BaseException as exc:
+                with lock:
+                    failures.append(exc)
+                return
+            with lock:
+                if state == "done":
+                    result.done += 1
+                elif state is not None:
+                    result.failed += 1
+
+    workers = [threading.Thread(target=contextvars.copy_context().run, args=(work,), name=f"numsync-import-{i}")
+               for i in range(min(concurrency, len(todo)) - 1)]
+    for worker in workers:
+        worker.start()
+    work()  # this thread is one of them (and the only one when imports run one at a time)
+    for worker in workers:
+        worker.join()
+    if failures:
+        raise failures[0]
     return result
+
+
+def _apply_one(sessions: sessionmaker[Session], vapi: VapiApi, sources: Mapping[str, Source], clock: Clock,
+               guard: Callable[[], None] | None, action_id: int, source_name: str, number: str,
+               request: Mapping[str, Any] | None) -> str | None:
+    """Claim, import and settle one action; its final state, or None if another run had claimed it."""
+    if guard is not None:
+        guard()
+    with sessions.begin() as session:
+        claimed = session.execute(
+            sa.update(Action)
+            .where(Action.id == action_id, Action.state == "planned")
+            .values(state="started", attempts=Action.attempts + 1, started_at=clock())
+        ).rowcount  # type: ignore[attr-defined]
+    if not claimed:
+        return None
+    state, vapi_id, detail = _import_one(vapi, sources[source_name], number, dict(request or {}))
+    with sessions.begin() as session:
+        _settle(session, action_id, state, clock, vapi_id=vapi_id, detail=detail)
+    log.info("import settled", source=source_name, number=number, state=state, vapi_id=vapi_id)
+    return state
 
 
 def _import_one(vapi: VapiApi, source: Source, number: str,

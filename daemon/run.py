@@ -191,7 +191,8 @@ def _execute(
 
     if mode == "reconcile" and any(p.state == "planned" for p in planned):
         t = time.monotonic()
-        applied = apply_plan(sessions, run_id, vapi, {s.name: s for s in chosen}, clock, stop=stop, guard=guard)
+        applied = apply_plan(sessions, run_id, vapi, {s.name: s for s in chosen}, clock, stop=stop, guard=guard,
+                             concurrency=config.vapi.max_concurrency)
         stats["apply_seconds"] = round(time.monotonic() - t, 3)
         stats["imports_done"], stats["imports_failed"] = applied.done, applied.failed
         with sessions() as session:

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,43 @@ def test_create_that_succeeds_but_times_out_is_resolved_by_lookup(tmp_path: Path
     assert out.result.exit_code == 0
 
 
+def test_imports_run_side_by_side(tmp_path: Path, db_url: str, vapi: Any) -> None:
+    # One import at a time is two round trips per number (look up, create): 10,000 imports at
+    # 20 ms were minutes. Here each create is held until another one is in flight beside it.
+    emu, server = vapi
+    numbers = NUMBERS[:4]
+    text = config_text(tmp_path, db_url, server.url, trunk_csv(tmp_path, numbers))
+    cfg = parse_config(text.replace("requests_per_second: 0", "requests_per_second: 0\n  max_concurrency: 2"),
+                       origin="t.yaml", env={})
+    pair = threading.Barrier(2)
+    lock = threading.Lock()
+    in_flight: list[int] = [0]
+    most: list[int] = [0]
+
+    def is_create(method: str, path: str) -> bool:
+        return method == "POST" and path == "/phone-number"
+
+    def before(req: Any) -> None:
+        if is_create(req.method, req.path):
+            with lock:
+                in_flight[0] += 1
+                most[0] = max(most[0], in_flight[0])
+            pair.wait(timeout=10)  # a lone create (imports one at a time) breaks the barrier: a 500
+
+    def after(req: Any, _resp: Any) -> None:
+        if is_create(req.method, req.path):
+            with lock:
+                in_flight[0] -= 1
+
+    emu.before_request.append(before)
+    emu.after_request.append(after)
+    out = run_once(cfg, mode="reconcile")
+    assert out.result.exit_code == 0, out.result.error
+    assert_each_once(emu, numbers)
+    assert most[0] >= 2
+    assert out.result.stats["imports_done"] == 4
+
+
 def test_throttled_and_refused_creates(tmp_path: Path, db_url: str, vapi: Any) -> None:
     emu, server = vapi
     numbers = [*NUMBERS, "+1" + "2" * 45]  # the last one is too long for Vapi: a 400 on create
@@ -194,7 +232,10 @@ def test_kill_9_mid_apply_then_rerun_imports_each_once(tmp_path: Path, db_url: s
     emu, server = vapi
     numbers = [f"+1415555{4000 + i}" for i in range(8)]
     cfg_path = tmp_path / "numsync.yaml"
-    cfg_path.write_text(config_text(tmp_path, db_url, server.url, trunk_csv(tmp_path, numbers)))
+    # One import at a time, so the kill lands after exactly ``kill_after`` creates (several in
+    # flight at once are killed in tests/faults/test_crash.py).
+    text = config_text(tmp_path, db_url, server.url, trunk_csv(tmp_path, numbers))
+    cfg_path.write_text(text.replace("requests_per_second: 0", "requests_per_second: 0\n  max_concurrency: 1"))
     # Every create is processed at once but answered slowly: the kill lands between Vapi creating the
     # number and numsync hearing about it (the worst moment for exactly-once).
     emu.faults.add("timeout_after", method="POST", path="^/phone-number$", times=None, delay=0.8)

@@ -170,6 +170,9 @@ class Emulator:
         # Called after each handled request with (request, response); tests use it to change
         # state "between two page requests".
         self.after_request: list[Callable[[Request, Response], None]] = []
+        # Called with each request before it is handled; tests use it to hold requests (to prove
+        # that two are in flight at once, say).
+        self.before_request: list[Callable[[Request], None]] = []
         self.empty_inventory = False
 
     def reset_traffic(self) -> None:
@@ -177,6 +180,7 @@ class Emulator:
         with self.lock:
             self.requests.clear()
             self.after_request.clear()
+            self.before_request.clear()
             self.empty_inventory = False
         self.faults.clear()
         self.faults.latency = 0.0
@@ -288,6 +292,8 @@ class _Handler(BaseHTTPRequestHandler):
         if req.path.startswith("/_sandbox/"):
             self._send(emu.control(req))
             return
+        for before in list(emu.before_request):
+            before(req)
         if emu.faults.latency:
             time.sleep(emu.faults.latency)
         fault = emu.faults.take(req)
