@@ -9,6 +9,7 @@ against the spec's request schemas first: a test cannot pass by sending what Vap
 from __future__ import annotations
 
 import copy
+import json
 import re
 import ssl
 import uuid
@@ -22,8 +23,10 @@ import httpx
 import jsonschema
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from numsync.sandbox.server import EmulatorServer
+from numsync.sandbox.server import EmulatorServer, Request
 from numsync.sandbox.vapi import INVALID_KEY, VapiEmulator
 
 SPEC_PATH = Path(__file__).parent / "fixtures" / "vapi-openapi.yml"
@@ -405,3 +408,45 @@ def test_python_api_and_control_state(api: httpx.Client, emulator: VapiEmulator)
     assert api.get(f"/phone-number/{sip['id']}").status_code == 404
     with pytest.raises(KeyError):
         emulator.delete(sip["id"])
+
+
+_TEXT = st.text(alphabet="aAbB1+:\x1f", max_size=4)
+_NEEDLE = st.text(alphabet="ab1+:\x1f", min_size=1, max_size=2)  # short, so that most of them match
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, database=None)
+@given(steps=st.lists(st.tuples(st.sampled_from(["add", "update", "delete", "search"]), _TEXT, _TEXT, _NEEDLE),
+                      max_size=40),
+       threshold_records=st.integers(0, 30))
+def test_search_and_number_lookup_answer_what_checking_every_record_would(
+        steps: list[tuple[str, str, str, str]], threshold_records: int) -> None:
+    # The emulation searches one prebuilt string, with records changed since it was built
+    # checked aside; whatever the changes, it must answer as checking each record would.
+    emu = VapiEmulator(api_key=KEY)
+    for i in range(threshold_records):
+        emu.add("byo-phone-number", number=f"+1415{i:07d}", name=f"Line {i} ab", credentialId="c")
+    auth = {"authorization": f"Bearer {KEY}"}
+    for op, name, number, needle in steps:
+        live = emu.records()
+        if op == "add":
+            emu.add("byo-phone-number", number=(number or None) if len(name) % 2 else f"+1415555010{len(number) % 3}",
+                    name=name or None, sipUri=needle or None, credentialId="c")
+        elif op == "update" and live:
+            rec = live[len(name) % len(live)]
+            patch = {"name": name[:40], "number": f"+1415555010{len(number) % 3}"} if number else {"name": name[:40]}
+            req = Request("PATCH", f"/phone-number/{rec['id']}", {}, auth, json.dumps(patch).encode())
+            assert emu.dispatch(req).status == 200
+        elif op == "delete" and live:
+            emu.delete(live[len(number) % len(live)]["id"])
+        else:
+            req = Request("GET", "/v2/phone-number", {"search": [needle], "limit": ["1000"], "sortOrder": ["ASC"]},
+                          auth, b"")
+            got = [r["id"] for r in json.loads(emu.dispatch(req).body)["results"]]
+            want = [r["id"] for r in emu.records()
+                    if any(needle.lower() in str(r.get(f) or "").lower() for f in ("name", "number", "sipUri"))]
+            assert got == want
+            for lookup in (number, f"1415555010{len(needle) % 3}"):  # and the duplicate check's index
+                key = lookup.replace(" ", "").lstrip("+")
+                held = [r["id"] for r in emu.records()
+                        if key and str(r.get("number") or "").replace(" ", "").lstrip("+") == key]
+                assert [r["id"] for r in emu.by_number(lookup)] == held
