@@ -35,9 +35,13 @@ from numsync.metrics import Metrics  # noqa: E402
 PAGE = {"vapi": 1000, "twilio": 1000, "telnyx": 250, "vonage": 100}
 
 
-def start_emulators(n: int, latency: float, workdir: Path) -> tuple[dict[str, dict[str, Any]], list[Any]]:
+APIS = ("vapi", "twilio", "telnyx", "vonage")
+
+
+def start_emulators(n: int, latency: float, workdir: Path,
+                    apis: tuple[str, ...] = APIS) -> tuple[dict[str, dict[str, Any]], list[Any]]:
     procs, info = [], {}
-    for api in ("vapi", "twilio", "telnyx", "vonage"):
+    for api in apis:
         proc = subprocess.Popen([sys.executable, str(HERE / "emulators.py"), str(n), str(latency), api,
                                  str(workdir)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         procs.append(proc)
@@ -142,7 +146,13 @@ def main() -> None:
         rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         peer = None
         if args.peer:
-            peer_cfg = {"urls": {k: v["url"] for k, v in info.items()}, "ca": info["vonage"]["ca"], "creds": CREDS}
+            urls = {k: v["url"] for k, v in info.items()}
+            if args.mode == "reconcile":  # numsync imported the missing numbers: the peer gets a fresh Vapi
+                fresh, fresh_procs = start_emulators(args.n, args.latency, workdir, apis=("vapi",))
+                procs += fresh_procs
+                urls["vapi"] = fresh["vapi"]["url"]
+            peer_cfg = {"urls": urls, "ca": info["vonage"]["ca"], "creds": CREDS,
+                        "import": args.mode == "reconcile"}
             done = subprocess.run([sys.executable, str(HERE / "naive_peer.py"), json.dumps(peer_cfg)],
                                   capture_output=True, text=True, check=True)
             peer = json.loads(done.stdout.strip().splitlines()[-1])
@@ -166,6 +176,12 @@ def main() -> None:
         "vonage": (1 + math.ceil((minimum["vonage"] - 1) / 4)) * args.latency,  # first page, then 4 at a time
     }
     floor = max(floors.values())
+    if args.mode == "reconcile":
+        # then one create per missing number, 8 at a time (numsync's look-before-create is its
+        # own cost, left out of the floor)
+        imports = out.report["summary"].get("missing_in_vapi", 0)
+        minimum["vapi"] += imports
+        floor += math.ceil(imports / 8) * args.latency
     stats = out.result.stats
     result = {
         "n": args.n, "db": args.db, "mode": args.mode, "latency_ms": args.latency * 1000,
@@ -184,6 +200,11 @@ def main() -> None:
         result["peer_peak_rss_mb"] = peer["peak_rss_mb"]
         result["speedup_vs_peer"] = round(peer["wall_s"] / wall, 2)
         assert peer["missing"] == out.report["summary"].get("missing_in_vapi", 0), "the peer disagrees"
+        if args.mode == "reconcile":
+            assert peer["imported"] == stats.get("imports_done"), "the peer imported another count"
+    if args.mode == "reconcile":
+        result["imports_done"] = stats.get("imports_done")
+        result["apply_s"] = stats.get("apply_seconds")
     print(json.dumps(result, indent=2))
     if args.json:
         with args.json.open("a") as fh:

@@ -1,10 +1,12 @@
 """The naive peer: the script a user would write instead of numsync, for the benchmark to beat.
 
 Sequential, official SDKs for the carriers, `requests` for Vapi's v2 listing (page after page),
-everything held in Python sets, diffed in Python. No retries, no journal, no database.
+everything held in Python sets, diffed in Python. No retries, no journal, no database. With
+``"import": true`` in its config (the reconcile benchmark) it then creates each missing number in
+Vapi, one POST after another, without looking first.
 
 Usage: python bench/naive_peer.py CONFIG_JSON   (the JSON bench_plan.py builds: urls, ca, creds)
-Prints one JSON line: wall seconds, missing count, peak RSS.
+Prints one JSON line: wall seconds, missing count, imported count, peak RSS.
 """
 
 from __future__ import annotations
@@ -51,26 +53,35 @@ def main() -> None:
         if not body["metadata"].get("hasNextPage"):
             break
         page += 1
-    owned: set[str] = set()
+    owned: dict[str, dict[str, str]] = {}  # number -> what Vapi needs to import it
     tw = Client(creds["twilio_sid"], creds["twilio_token"], http_client=_Rebased(urls["twilio"]))
     for num in tw.api.v2010.accounts(creds["twilio_sid"]).incoming_phone_numbers.stream(page_size=1000):
-        owned.add(num.phone_number)
+        owned[num.phone_number] = {"provider": "twilio", "twilioAccountSid": creds["twilio_sid"],
+                                   "twilioAuthToken": creds["twilio_token"]}
     tx = telnyx.Telnyx(api_key=creds["telnyx_key"], base_url=urls["telnyx"] + "/v2")
     for num in tx.phone_numbers.list(page_size=250):
-        owned.add(num.phone_number)
+        owned[num.phone_number] = {"provider": "telnyx", "credentialId": "cred-telnyx"}
     host = urls["vonage"].removeprefix("https://")
     vg = Vonage(Auth(api_key=creds["vonage_key"], api_secret=creds["vonage_secret"]),
                 HttpClientOptions(rest_host=host, api_host=host, timeout=30))
     index = 1
     while True:
         nums, _count, nxt = vg.numbers.list_owned_numbers(ListOwnedNumbersFilter(size=100, index=index))
-        owned.update("+" + n.msisdn for n in nums)
+        owned.update(("+" + n.msisdn, {"provider": "vonage", "credentialId": "cred-vonage"}) for n in nums)
         if nxt is None:
             break
         index = nxt
-    missing = owned - vapi
+    missing = owned.keys() - vapi
+    imported = 0
+    if cfg.get("import"):
+        for number in sorted(missing):
+            resp = requests.post(f"{urls['vapi']}/phone-number", json={"number": number, **owned[number]},
+                                 headers={"Authorization": f"Bearer {creds['vapi_key']}"}, timeout=30)
+            resp.raise_for_status()
+            imported += 1
     wall = time.monotonic() - t0
-    print(json.dumps({"wall_s": round(wall, 2), "missing": len(missing), "vapi": len(vapi), "owned": len(owned),
+    print(json.dumps({"wall_s": round(wall, 2), "missing": len(missing), "imported": imported,
+                      "vapi": len(vapi), "owned": len(owned),
                       "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
 
 

@@ -1,10 +1,12 @@
 """`make bench`: every benchmark, one table, written to bench/RESULTS.md.
 
-Plan at 10,000 / 100,000 / 1,000,000 numbers (Vapi + three carriers, 20 ms latency) on SQLite and
-PostgreSQL, with the naive peer timed on the same emulators, then the Vapi listing benchmark.
-Each size runs in a fresh process so peak RSS is that size's own.
+Plan and reconcile at 10,000 / 100,000 / 1,000,000 numbers (Vapi + three carriers, 20 ms latency;
+1% of the numbers missing in Vapi, which reconcile imports) on SQLite and PostgreSQL, with the
+naive peer timed on the same emulators. Each size runs in a fresh process so peak RSS is that
+size's own.
 
-    python bench/run.py [--sizes 10000,100000,1000000] [--dbs sqlite,postgres] [--no-peer] [--repeat 3]
+    python bench/run.py [--sizes 10000,100000,1000000] [--dbs sqlite,postgres] [--modes plan,reconcile]
+                        [--no-peer] [--repeat 3]
 
 Sizes below 1,000,000 run ``--repeat`` times (the peer beside each run) and the table shows the
 run with the median wall time, with the range: on a shared 2-core machine one run's wall time
@@ -50,25 +52,28 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="10000,100000,1000000")
     ap.add_argument("--dbs", default="sqlite,postgres")
+    ap.add_argument("--modes", default="plan,reconcile")
     ap.add_argument("--no-peer", action="store_true")
     ap.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     ap.add_argument("--render", type=Path, help="only render the table from this JSON-lines file of results")
     ap.add_argument("--repeat", type=int, default=3, help="runs per size below 1,000,000 (the median is shown)")
     args = ap.parse_args()
     results_file = args.render or Path(tempfile.mkstemp(suffix=".jsonl")[1])
-    for db in [] if args.render else args.dbs.split(","):
+    plan = [] if args.render else itertools.product(args.modes.split(","), args.dbs.split(","))
+    for mode, db in plan:
         for n in (int(x) for x in args.sizes.split(",")):
-            cmd = [sys.executable, str(HERE / "bench_plan.py"), "--n", str(n), "--db", db, "--json", str(results_file)]
+            cmd = [sys.executable, str(HERE / "bench_plan.py"), "--n", str(n), "--db", db, "--mode", mode,
+                   "--json", str(results_file)]
             if not args.no_peer and db == "sqlite":
                 cmd.append("--peer")
             for _ in range(max(1, args.repeat) if n < 1_000_000 else 1):
                 print("bench:", " ".join(cmd[1:]), flush=True)
                 subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    runs: dict[tuple[str, int], list[dict]] = {}
+    runs: dict[tuple[str, str, int], list[dict]] = {}
     for line in results_file.read_text().splitlines():
         if line.strip():
             r = json.loads(line)
-            runs.setdefault((r["db"], r["n"]), []).append(r)
+            runs.setdefault((r.get("mode", "plan"), r["db"], r["n"]), []).append(r)
     rows = []
     for group in runs.values():
         group.sort(key=lambda r: r["wall_s"])
@@ -84,20 +89,23 @@ def main() -> None:
         "",
         f"Machine: {machine()}. Run: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')} by `make bench`.",
         "Emulated latency 20 ms per request; each API's emulation runs in its own process; numsync's",
-        "figures are for `numsync plan` (its main process and the listing processes it forks). Floor = the",
-        "latency floor of the critical path (the slowest API's pages x latency / its concurrency). Requests",
-        "are numsync's, against the minimum (pages of the largest size each API allows; Vapi's minimum leaves",
-        "out its one probe request). CPU: numsync's main process / its listing processes together / the",
-        "emulations (which share the machine's two cores). Peak RSS: the main process / the largest listing",
-        "process (forked copies share their pages with the parent until written).",
+        "figures are for `numsync plan` and `numsync reconcile` (its main process and the listing processes",
+        "it forks). 1% of the numbers are missing in Vapi; reconcile imports them. Floor = the latency floor",
+        "of the critical path (the slowest API's pages x latency / its concurrency; for reconcile, plus one",
+        "create per import, 8 at a time). Requests are numsync's, against the minimum (pages of the largest",
+        "size each API allows, and one create per import; Vapi's minimum leaves out its one probe request;",
+        "numsync also looks each number up before creating it). CPU: numsync's main process / its listing",
+        "processes together / the emulations (which share the machine's two cores). Peak RSS: the main",
+        "process / the largest listing process (forked copies share their pages with the parent until written).",
         "The naive peer (bench/naive_peer.py) lists the same emulators sequentially with the official SDKs",
-        "and `requests`, and diffs in Python sets. Ratios matter more than seconds on a shared machine.",
+        "and `requests`, diffs in Python sets and, for reconcile, creates each missing number in Vapi, one",
+        "POST after another. Ratios matter more than seconds on a shared machine.",
         "Sizes run more than once show the run with the median wall time; runs gives their number and",
         "the range of wall times (and of speed-ups over the peer, each measured beside its own run).",
         "",
-        "| numbers | db | wall s | floor s | wall/floor | diff s | CPU s main / listing / emulators "
+        "| mode | numbers | db | wall s | floor s | wall/floor | diff s | CPU s main / listing / emulators "
         "| requests (min) | peak RSS MB | naive peer s | speed-up | runs: wall range (speed-up range) |",
-        "| ---: | --- | ---: | ---: | ---: | ---: | --- | --- | --- | ---: | ---: | --- |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | --- | --- | --- | ---: | ---: | --- |",
     ]
     for r in rows:
         req = ", ".join(f"{k} {r['requests'].get(k, 0)} ({r['minimum_requests'][k]})"
@@ -112,16 +120,17 @@ def main() -> None:
             spread = f"{r['runs']}: {low}-{high} s"
             if "speedup_range" in r:
                 spread += f" ({r['speedup_range'][0]}-{r['speedup_range'][1]}x)"
-        lines.append(f"| {r['n']:,} | {r['db']} | {r['wall_s']} | {r['floor_s']} | {r['wall_over_floor']} | "
+        lines.append(f"| {r.get('mode', 'plan')} | {r['n']:,} | {r['db']} | {r['wall_s']} | {r['floor_s']} | "
+                     f"{r['wall_over_floor']} | "
                      f"{r['diff_s']} | {cpu} | {req} | {rss} | {peer} | {speed} | {spread} |")
-    by_db: dict[str, list[dict]] = {}
+    by_db: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
-        by_db.setdefault(r["db"], []).append(r)
+        by_db.setdefault((r.get("mode", "plan"), r["db"]), []).append(r)
     lines += ["", "Growth (time ratio per 10x numbers; linear is 10x):", ""]
-    for db, rs in by_db.items():
+    for (mode, db), rs in by_db.items():
         rs.sort(key=lambda r: r["n"])
         steps = [f"{a['n']:,}->{b['n']:,}: {b['wall_s'] / a['wall_s']:.1f}x" for a, b in itertools.pairwise(rs)]
-        lines.append(f"- {db}: " + ("; ".join(steps) or "one size only"))
+        lines.append(f"- {mode}, {db}: " + ("; ".join(steps) or "one size only"))
     args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
