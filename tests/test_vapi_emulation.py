@@ -410,8 +410,8 @@ def test_python_api_and_control_state(api: httpx.Client, emulator: VapiEmulator)
         emulator.delete(sip["id"])
 
 
-_TEXT = st.text(alphabet="aAbB1+:\x1f", max_size=4)
-_NEEDLE = st.text(alphabet="ab1+:\x1f", min_size=1, max_size=2)  # short, so that most of them match
+_TEXT = st.text(alphabet="aAbB12+:\x1f", max_size=4)
+_NEEDLE = st.text(alphabet="ab12+:\x1f", min_size=1, max_size=3)  # short, so that most of them match
 
 
 @settings(max_examples=150, deadline=None, derandomize=True, database=None)
@@ -450,3 +450,19 @@ def test_search_and_number_lookup_answer_what_checking_every_record_would(
                 held = [r["id"] for r in emu.records()
                         if key and str(r.get("number") or "").replace(" ", "").lstrip("+") == key]
                 assert [r["id"] for r in emu.by_number(lookup)] == held
+
+
+def test_search_never_matches_across_two_fields_or_two_records() -> None:
+    emu = VapiEmulator(api_key=KEY)
+    a = emu.add("byo-phone-number", number="+14155550100", name="Desk 1", credentialId="c")
+    emu.add("byo-phone-number", number="+19705550122", name="Desk 2", credentialId="c")
+    auth = {"authorization": f"Bearer {KEY}"}
+
+    def ids(needle: str) -> list[str]:
+        req = Request("GET", "/v2/phone-number", {"search": [needle], "limit": ["100"]}, auth, b"")
+        return [r["id"] for r in json.loads(emu.dispatch(req).body)["results"]]
+
+    assert ids("0100") == [a["id"]]  # builds the search text
+    assert ids("11") == []  # "Desk 1" then "+1415...": a 1 and a 1, but in two fields
+    assert ids("0019") == []  # the end of one record's number and the start of the next one's
+    assert ids("1 +1") == []
