@@ -13,7 +13,7 @@ from numsync.config import SourceConfig
 
 from .base import Source
 
-__all__ = ["FACTORIES", "build_source"]
+__all__ = ["FACTORIES", "build_source", "load_adapter"]
 
 FACTORIES: dict[str, str] = {
     "twilio": "numsync.adapters.twilio",
@@ -27,3 +27,8 @@ def build_source(cfg: SourceConfig, *, on_request: Callable[[str, str], None] | 
     module = importlib.import_module(FACTORIES[cfg.kind])
     source: Source = module.build(cfg, on_request=on_request)
     return source
+
+
+def load_adapter(kind: str) -> None:
+    """Import ``kind``'s adapter (and its SDK) now rather than at its first build."""
+    importlib.import_module(FACTORIES[kind])

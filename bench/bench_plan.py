@@ -28,7 +28,7 @@ sys.path.insert(0, str(HERE))
 from emulators import CREDS  # noqa: E402
 from scratch_db import scratch_database  # noqa: E402
 
-from numsync.app import run_once  # noqa: E402
+from numsync.app import run_once, settle_for_one_run  # noqa: E402
 from numsync.config import parse_config  # noqa: E402
 from numsync.metrics import Metrics  # noqa: E402
 
@@ -130,6 +130,7 @@ def main() -> None:
         # what the first client of a process imports lazily (httpx's transport, Twilio's API tree)
         for module in ("httpcore", "twilio.rest.api.v2010"):
             importlib.import_module(module)
+        settle_for_one_run(cfg)  # as the CLI does before its run
         metrics = Metrics()
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         emu_cpu0 = sum(proc_cpu(p.pid) for p in procs)

@@ -221,13 +221,16 @@ def run_in_processes(jobs: list[Job]) -> Generator[Event, None, None]:
     try:
         # Objects alive now are the parent's: frozen, the children's garbage collector never walks
         # them, so it does not write to (and copy) every page of the parent's heap it inherited.
+        # A process that froze its heap for good (the CLI: numsync.app.settle_for_one_run) keeps it so.
+        frozen_for_good = gc.get_freeze_count() > 0
         gc.freeze()
         try:
             for job in jobs:
                 pipe, proc = _fork(job, ctx, gate)
                 children[pipe] = (job.tag, proc)
         finally:
-            gc.unfreeze()
+            if not frozen_for_good:
+                gc.unfreeze()
             for fd in gate:  # every child forked (or forking failed): they start now
                 os.close(fd)
     except OSError as exc:  # no fork now (process or memory limits): list in threads instead

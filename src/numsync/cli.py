@@ -128,10 +128,11 @@ def _print_summary(out: Any) -> None:
 
 def _run(mode: str, config_path: Path | None, report_dir: Path | None, formats: str | None,
          sources: tuple[str, ...], verbose: bool, log_format: str | None) -> None:
-    from numsync.app import run_once
+    from numsync.app import run_once, settle_for_one_run
 
     _setup(verbose, log_format)
     config = _load(config_path)
+    settle_for_one_run(config)
     stop = threading.Event()
     previous = signal.getsignal(signal.SIGTERM)
 
