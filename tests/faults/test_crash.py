@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -97,12 +98,12 @@ def wait_until(predicate: Callable[[], bool], proc: subprocess.Popen[bytes], wha
         time.sleep(0.005)
 
 
-def journal(db_url: str) -> list[tuple[str, str]]:
-    """(run id, state) of every action, oldest first."""
+def journal(db_url: str, columns: tuple[Any, ...] = (Action.run_id, Action.state)) -> list[tuple[Any, ...]]:
+    """``columns`` (by default run id and state) of every action, oldest first."""
     engine = make_engine(db_url, null_pool=True)
     try:
         with engine.connect() as conn:
-            return [(r, s) for r, s in conn.execute(sa.select(Action.run_id, Action.state).order_by(Action.id))]
+            return [tuple(row) for row in conn.execute(sa.select(*columns).order_by(Action.id))]
     except sa.exc.OperationalError:  # SQLite while the schema is being created: nothing journaled yet
         return []
     finally:
@@ -111,15 +112,6 @@ def journal(db_url: str) -> list[tuple[str, str]]:
 
 def journal_states(db_url: str) -> list[str]:
     return [state for _, state in journal(db_url)]
-
-
-def journal_by_number(db_url: str) -> dict[str, str]:
-    engine = make_engine(db_url, null_pool=True)
-    try:
-        with engine.connect() as conn:
-            return dict(conn.execute(sa.select(Action.number, Action.state)).all())  # type: ignore[arg-type]
-    finally:
-        engine.dispose()
 
 
 @pytest.mark.parametrize("index", range(1, KILL_POINTS + 1), ids=lambda i: f"kill{i}")
@@ -157,10 +149,11 @@ def test_sigkill_during_apply_then_rerun_imports_each_number_once(
     emu.faults.clear()
 
     # Killed mid-apply: nothing duplicated, at most the imports in flight left started.
-    states = journal_states(db_url)
+    at_kill = journal(db_url, (Action.number, Action.state))
+    states = [state for _, state in at_kill]
     assert emu.duplicate_creates == [], replay
     assert states.count("started") <= CONCURRENCY, f"{states}; {replay}"
-    by_number = journal_by_number(db_url)
+    by_number = dict(at_kill)
     for rec in emu.records():
         if killed_at - datetime.fromisoformat(rec["createdAt"]) < timedelta(seconds=ANSWER_DELAY - 0.1):
             # This create's answer was still delayed when the kill landed: its action must be

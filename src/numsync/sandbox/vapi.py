@@ -24,7 +24,7 @@ import math
 import re
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from typing import Any
@@ -227,18 +227,12 @@ class VapiEmulator(Emulator):
         """Copies of the records holding ``number`` (a leading '+' is not significant)."""
         key = _number_key(number)
         with self.lock:
-            ids = self._by_key.get(key, ()) if key else ()
-            return [dict(self._records[rid]) for _, rid in sorted((self._created_us[rid], rid) for rid in ids)]
+            return [dict(self._records[rid]) for rid in self._oldest_first(self._by_key.get(key, ()))] if key else []
 
     def duplicates(self) -> dict[str, list[str]]:
         """Numbers held by two or more records, with their ids (what numsync must never cause)."""
-        seen: dict[str, list[str]] = {}
         with self.lock:
-            for _, rid in self._order:
-                key = _number_key(self._records[rid].get("number"))
-                if key:
-                    seen.setdefault(key, []).append(rid)
-        return {key: ids for key, ids in seen.items() if len(ids) > 1}
+            return {key: self._oldest_first(ids) for key, ids in self._by_key.items() if len(ids) > 1}
 
     def dump_state(self) -> Any:
         return {"orgId": self.org_id, "records": self.records(),
@@ -394,6 +388,9 @@ class VapiEmulator(Emulator):
             return json_response(self.delete(record_id))
 
     # -- helpers ----------------------------------------------------------------------------------
+    def _oldest_first(self, ids: Iterable[str]) -> list[str]:
+        return [rid for _, rid in sorted((self._created_us[rid], rid) for rid in ids)]
+
     def _index_number(self, record_id: str, old: Any, new: Any) -> None:
         if (old_key := _number_key(old)) and (ids := self._by_key.get(old_key)) is not None:
             ids.discard(record_id)
