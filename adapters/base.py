@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from types import MappingProxyType
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
@@ -181,6 +182,14 @@ class VapiApi(Protocol):
         transform: Callable[[dict[str, Any]], Any] | None = None,
     ) -> Iterator[Any]:
         """Every record (through ``transform``) exactly once, though pages are refetched."""
+        ...
+
+    # The last listing's createdAt bound: records created from then on were not in it (None: Vapi
+    # was empty, so every record is newer).
+    listing_bound: datetime | None
+
+    def created_since(self, moment: datetime | None) -> Iterator[tuple[str, str | None, datetime]]:
+        """(id, E.164 number, createdAt) of each record created at or after ``moment``, oldest first."""
         ...
 
     def find_by_number(self, e164: str) -> list[dict[str, Any]]: ...

@@ -229,6 +229,9 @@ class VapiClient:
         self._limiter = _RateLimiter(cfg.requests_per_second)
         self._slots = threading.BoundedSemaphore(cfg.max_concurrency)
         self.stats = VapiStats()
+        # The createdAt bound of the last listing: records created from then on were not in it.
+        # None before any listing, and after one of an empty Vapi (then every record is new).
+        self.listing_bound: datetime | None = None
         self._transport = transport
         self._verify = _tls_verify(cfg)
         self._http = self._new_http()
@@ -276,6 +279,19 @@ class VapiClient:
             if len(records) < size or page * size >= total:
                 return list(found.values())
             page += 1
+
+    def created_since(self, moment: datetime | None) -> Iterator[tuple[str, str | None, datetime]]:
+        """(id, number as E.164, createdAt) of every record created at or after ``moment``, oldest first.
+
+        How the engine learns, in a page or two, which numbers arrived in Vapi after its listing
+        (instead of searching for each number it imports). The walk is a ``createdAtGe`` keyset
+        scan, so records created meanwhile extend it rather than shift its pages.
+        """
+        since = self._iso_ms(moment) if moment is not None else None
+        for record in self._keyset_scan(None, set(), None, None, since=since):
+            created = datetime.fromisoformat(record["createdAt"])
+            yield (str(record["id"]), _normalise_number(record.get("number")),
+                   created if created.tzinfo else created.replace(tzinfo=UTC))
 
     def find_by_number(self, e164: str) -> list[dict[str, Any]]:
         """The records holding ``e164``, whatever form Vapi stores it in ('+'-less Vonage ones too)."""
@@ -329,10 +345,12 @@ class VapiClient:
         if not newest:
             if total:
                 raise _err(ProtocolError, f"Vapi reported {total} phone numbers but listed none", _LIST_OP)
+            self.listing_bound = None
             if progress:
                 progress(0, 0)
             return
         bound = self._bound_after(newest[0])
+        self.listing_bound = datetime.fromisoformat(bound)
         params = {"sortOrder": sort_order, "limit": size, "createdAtLt": bound}
         seen: set[str] = set()
         smallest = total
@@ -385,14 +403,19 @@ class VapiClient:
             records, total = self._read_page(response, page)
             yield page, total, records
 
-    def _keyset_scan(self, bound: str, seen: set[str], progress: Progress | None,
-                     transform: Transform | None) -> Iterator[Any]:
-        """Always correct, never concurrent: walk createdAt upwards from the last one seen."""
+    def _keyset_scan(self, bound: str | None, seen: set[str], progress: Progress | None,
+                     transform: Transform | None, *, since: str | None = None) -> Iterator[Any]:
+        """Always correct, never concurrent: walk createdAt upwards from the last one seen.
+
+        From ``since`` (else the oldest) up to ``bound`` (else to whatever is newest by then).
+        """
         size = self._cfg.page_size
-        cursor: str | None = None
+        cursor = since
         page = 1
         while True:
-            params: dict[str, Any] = {"sortOrder": "ASC", "limit": size, "createdAtLt": bound, "page": page}
+            params: dict[str, Any] = {"sortOrder": "ASC", "limit": size, "page": page}
+            if bound is not None:
+                params["createdAtLt"] = bound
             if cursor is not None:
                 params["createdAtGe"] = cursor
             records, total = self._page(params, page)
@@ -464,7 +487,12 @@ class VapiClient:
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=UTC)
         moment = moment.astimezone(UTC).replace(microsecond=moment.microsecond // 1000 * 1000)
-        moment += timedelta(milliseconds=1)
+        return VapiClient._iso_ms(moment + timedelta(milliseconds=1))
+
+    @staticmethod
+    def _iso_ms(moment: datetime) -> str:
+        """A moment as Vapi writes times: UTC, milliseconds, 'Z'."""
+        moment = moment.astimezone(UTC)
         return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
     # -- the retry layer --------------------------------------------------------------------------

@@ -191,10 +191,12 @@ def _execute(
 
     if mode == "reconcile" and any(p.state == "planned" for p in planned):
         t = time.monotonic()
-        applied = apply_plan(sessions, run_id, vapi, {s.name: s for s in chosen}, clock, stop=stop, guard=guard,
+        applied = apply_plan(sessions, run_id, vapi, {s.name: s for s in chosen}, clock,
+                             listing_bound=snap.vapi_bound, stop=stop, guard=guard,
                              concurrency=config.vapi.max_concurrency)
         stats["apply_seconds"] = round(time.monotonic() - t, 3)
         stats["imports_done"], stats["imports_failed"] = applied.done, applied.failed
+        stats["arrival_checks"] = applied.arrival_checks
         with sessions() as session:
             settled = {(s, n): (st, d) for s, n, st, d in session.execute(
                 sa.select(Action.source, Action.number, Action.state, Action.detail)
@@ -253,8 +255,9 @@ def _skip_unattempted(session: Session, runs: Any, now: datetime, detail: str) -
 def _vapi_suspect(sessions: sessionmaker[Session], run_id: str, seen: int, max_fraction: float) -> str | None:
     """Vapi's listing collapsed since the last run: believing it would import duplicates of everything.
 
-    Lookup-before-create cannot save us here, because search uses the same listing that just came
-    back empty. The same policy knob as a suspect source decides what counts as a collapse.
+    The check before each create cannot save us here: it only reads what was created after this
+    listing, which it takes as the truth about everything before. The same policy knob as a suspect
+    source decides what counts as a collapse.
     """
     with sessions() as session:
         previous = session.execute(

@@ -87,6 +87,7 @@ class SnapshotResult:
     vapi_numbers: int = 0
     vapi_error: str | None = None
     vapi_seconds: float = 0.0
+    vapi_bound: datetime | None = None  # records created from then on are not in the snapshot
     sources: dict[str, SourceOutcome] = field(default_factory=dict)
     cpu_seconds: dict[str, float] = field(default_factory=dict)  # per listing process, when they ran in processes
 
@@ -174,6 +175,8 @@ def take_snapshot(
                     progress(tag, *payload)
             elif kind == "cpu":
                 result.cpu_seconds[tag] = payload
+            elif kind == "bound":
+                result.vapi_bound = payload
             else:  # done | error
                 elapsed = time.monotonic() - started
                 error = payload if kind == "error" else None
@@ -224,6 +227,7 @@ def _vapi_job(vapi: VapiApi, run_id: str, owners: dict[tuple[str, str], str],
         yield "rows", rows
     if said:
         yield "progress", said[-1]
+    yield "bound", vapi.listing_bound
 
 
 def _source_job(src: Source, run_id: str) -> Iterator[tuple[str, Any]]:

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +155,66 @@ def test_imports_run_side_by_side(tmp_path: Path, db_url: str, vapi: Any) -> Non
     assert out.result.stats["imports_done"] == 4
 
 
+LISTED = "+14155559999"  # in Vapi and in the trunk: the listing has a newest record, hence a bound
+
+
+def is_arrivals_read(req: Any) -> bool:
+    """The apply's read of records created since the listing (an open-ended createdAt walk)."""
+    return req.method == "GET" and "createdAtGe" in req.query and "createdAtLt" not in req.query
+
+
+def test_numbers_created_after_the_listing_are_found_in_one_read_not_one_search_each(
+    tmp_path: Path, db_url: str, vapi: Any
+) -> None:
+    # Someone imports one of the missing numbers between numsync's listing and its apply: it is
+    # adopted, not created twice, and finding that out took no search per number.
+    emu, server = vapi
+    cfg = make_config(tmp_path, db_url, server.url, trunk_csv(tmp_path, [*NUMBERS, LISTED]))
+    emu.add("byo-phone-number", number=LISTED, credentialId="cred-trunk", assistantId="asst-1")
+    theirs: list[str] = []
+
+    def someone_else_imports(req: Any) -> None:
+        if is_arrivals_read(req) and not theirs:
+            theirs.append(emu.add("byo-phone-number", number=NUMBERS[2], credentialId="cred-other")["id"])
+
+    emu.before_request.append(someone_else_imports)
+    out = run_once(cfg, mode="reconcile")
+    assert out.result.exit_code == 0, out.result.error
+    assert_each_once(emu, NUMBERS)
+    assert emu.by_number(NUMBERS[2])[0]["id"] == theirs[0]
+    assert len(emu.requests_to("POST", "^/phone-number$")) == len(NUMBERS) - 1
+    searches = [r for r in emu.requests_to("GET", "^/v2/phone-number$") if "search" in r[2]]
+    assert searches == []
+    reads = [r for r in emu.requests_to("GET", "^/v2/phone-number$")
+             if "createdAtGe" in r[2] and "createdAtLt" not in r[2]]
+    assert 1 <= len(reads) <= out.result.stats["arrival_checks"] * 2  # a short page or two per read
+    details = {f["number"]: f["detail"] or "" for f in out.report["findings"] if f["kind"] == "missing_in_vapi"}
+    assert "adopted" in details[NUMBERS[2]]
+    assert out.result.stats["imports_done"] == len(NUMBERS)
+
+
+def test_when_the_read_of_new_numbers_fails_each_number_is_searched_instead(
+    tmp_path: Path, db_url: str, vapi: Any
+) -> None:
+    emu, server = vapi
+    cfg = make_config(tmp_path, db_url, server.url, trunk_csv(tmp_path, [*NUMBERS, LISTED]))
+    emu.add("byo-phone-number", number=LISTED, credentialId="cred-trunk", assistantId="asst-1")
+    refused: list[int] = []
+
+    def refuse(req: Any) -> None:
+        if is_arrivals_read(req):
+            refused.append(1)
+            raise RuntimeError("the arrivals read is down")  # the emulator drops the connection
+
+    emu.before_request.append(refuse)
+    out = run_once(cfg, mode="reconcile")
+    assert out.result.exit_code == 0, out.result.error
+    assert_each_once(emu, NUMBERS)
+    assert refused  # it was tried (and retried), then given up for the run
+    searches = [r for r in emu.requests_to("GET", "^/v2/phone-number$") if "search" in r[2]]
+    assert sorted(r[2]["search"][0] for r in searches) == sorted(n.lstrip("+") for n in NUMBERS)
+
+
 def test_throttled_and_refused_creates(tmp_path: Path, db_url: str, vapi: Any) -> None:
     emu, server = vapi
     numbers = [*NUMBERS, "+1" + "2" * 45]  # the last one is too long for Vapi: a 400 on create
@@ -267,3 +328,23 @@ def test_kill_9_mid_apply_then_rerun_imports_each_once(tmp_path: Path, db_url: s
     engine.dispose()
     assert first_status == "interrupted"
     assert statuses["reconcile"] == "finished"
+
+
+def test_a_number_vapi_holds_in_a_form_the_diff_does_not_match_is_adopted_not_created_again(
+    tmp_path: Path, db_url: str, vapi: Any
+) -> None:
+    # A SIP-trunk record without Vapi's E.164 check keeps its number as written ('1415...'), so
+    # the diff compares it as text and finds the carrier's E.164 form missing: the import must
+    # still see that Vapi holds the number.
+    emu, server = vapi
+    cfg = make_config(tmp_path, db_url, server.url, trunk_csv(tmp_path, [*NUMBERS, LISTED]))
+    emu.add("byo-phone-number", number=LISTED, credentialId="cred-trunk", assistantId="asst-1")
+    as_written = emu.add("byo-phone-number", number=NUMBERS[1].lstrip("+"), credentialId="cred-trunk",
+                         numberE164CheckEnabled=False, assistantId="asst-1",
+                         created_at=datetime.now(UTC) - timedelta(days=1))["id"]
+    out = run_once(cfg, mode="reconcile")
+    assert_each_once(emu, NUMBERS)
+    assert emu.by_number(NUMBERS[1])[0]["id"] == as_written
+    assert len(emu.requests_to("POST", "^/phone-number$")) == len(NUMBERS) - 1
+    details = {f["number"]: f["detail"] or "" for f in out.report["findings"] if f["kind"] == "missing_in_vapi"}
+    assert "adopted" in details[NUMBERS[1]]

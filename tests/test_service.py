@@ -198,7 +198,7 @@ def test_two_replicas_one_leader_and_failover_on_kill(tmp_path: Path, db_url: st
 def test_sigterm_mid_run_exits_0_and_the_next_run_imports_the_rest_once(
         tmp_path: Path, db_url: str, vapi: Any, spawn: Callable[[Path], DaemonProcess]) -> None:
     emu, server = vapi
-    emu.faults.latency = 0.1  # an import is a lookup and a create: ~0.2 s each, two at a time: ~1.2 s for all
+    emu.faults.latency = 0.1  # an import is a create (and a read of new numbers a second): ~0.7 s for all
     config = write_config(tmp_path, "a", db_url, server.url, every="1h", concurrency=2)
     first = spawn(config)
     wait_for(lambda: len(emu.records()) >= 2, 20, "the first imports")

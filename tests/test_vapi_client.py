@@ -434,6 +434,37 @@ def test_find_by_number_matches_exactly_in_any_stored_form(
     assert client.find_by_number("+19995550000") == []
 
 
+def test_created_since_walks_on_past_records_created_during_the_walk(
+    emulator: VapiEmulator, make_client: Callable[..., VapiClient]
+) -> None:
+    old = seed(emulator, 5)  # T0 .. T0+4s
+    client = make_client(page_size=2)
+    assert client.listing_bound is None
+    listed = {r["id"] for r in client.iter_records()}
+    assert listed == old
+    assert client.listing_bound == T0 + timedelta(seconds=4, milliseconds=1)
+    newer = {emulator.add("vonage", number=f"4477009000{i}", credentialId="c",
+                          created_at=T0 + timedelta(seconds=10 + i))["id"] for i in range(3)}
+    during: set[str] = set()
+
+    def grow(req: Request, _resp: Response) -> None:
+        if "createdAtGe" in req.query and not during:  # after the first page of the walk
+            during.add(emulator.add("twilio", number="+1 (415) 555-0199", twilioAccountSid="AC1")["id"])
+
+    emulator.after_request.append(grow)
+    walked = list(client.created_since(T0 + timedelta(seconds=3)))
+    ids = [rid for rid, _, _ in walked]
+    assert len(ids) == len(set(ids))
+    assert set(ids) == {*(r["id"] for r in emulator.records()
+                          if datetime.fromisoformat(r["createdAt"]) >= T0 + timedelta(seconds=3))}
+    assert newer | during <= set(ids) and len(ids) == 2 + 3 + 1
+    assert [when for _, _, when in walked] == sorted(when for _, _, when in walked)
+    numbers = {rid: number for rid, number, _ in walked}
+    assert numbers[next(iter(during))] == "+14155550199"  # as E.164, whatever form Vapi holds
+    assert {numbers[rid] for rid in newer} == {f"+4477009000{i}" for i in range(3)}
+    assert len(list(client.created_since(None))) == len(emulator.records())
+
+
 # -- limits ---------------------------------------------------------------------------------------
 def test_rate_limit_spaces_requests(emulator: VapiEmulator, make_client: Callable[..., VapiClient]) -> None:
     seed(emulator, 50)
