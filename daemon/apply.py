@@ -29,12 +29,14 @@ import contextvars
 import threading
 import time
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 import structlog
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
 from numsync.adapters.base import Source, VapiApi
@@ -127,6 +129,20 @@ def _lookup(vapi: VapiApi, number: str, attempts: int = 3, pause: float = 0.5) -
     raise last
 
 
+_ACTIONS = cast(sa.Table, Action.__table__)
+# The journal's two writes per import, as Core statements compiled once: through the ORM's bulk
+# update (expressions rebuilt, a session synchronised) they were 40% of an import's CPU.
+_CLAIM = (sa.update(_ACTIONS)
+          .where(_ACTIONS.c.id == sa.bindparam("action_id"), _ACTIONS.c.state == "planned")
+          .values(state="started", attempts=_ACTIONS.c.attempts + 1,
+                  started_at=sa.bindparam("now", type_=_ACTIONS.c.started_at.type)))
+_SETTLE = (sa.update(_ACTIONS)
+           .where(_ACTIONS.c.id == sa.bindparam("action_id"))
+           .values(state=sa.bindparam("new_state"), vapi_id=sa.bindparam("new_vapi_id"),
+                   detail=sa.bindparam("new_detail"),
+                   finished_at=sa.bindparam("now", type_=_ACTIONS.c.finished_at.type)))
+
+
 def recover_started(sessions: sessionmaker[Session], vapi: VapiApi, clock: Clock) -> int:
     """Settle actions a killed run left 'started': done if Vapi has the number, else failed."""
     with sessions() as session:
@@ -139,21 +155,18 @@ def recover_started(sessions: sessionmaker[Session], vapi: VapiApi, clock: Clock
             continue
         with sessions.begin() as session:
             if vapi_id:
-                _settle(session, action_id, "done", clock, vapi_id=vapi_id,
+                _settle(session.connection(), action_id, "done", clock, vapi_id=vapi_id,
                         detail="interrupted run; found in Vapi on recovery")
             else:
-                _settle(session, action_id, "failed", clock,
+                _settle(session.connection(), action_id, "failed", clock,
                         detail="interrupted before Vapi confirmed; not in Vapi on recovery")
     return len(rows)
 
 
-def _settle(session: Session, action_id: int, state: str, clock: Clock, *, vapi_id: str | None = None,
+def _settle(conn: Connection, action_id: int, state: str, clock: Clock, *, vapi_id: str | None = None,
             detail: str | None = None) -> None:
-    session.execute(
-        sa.update(Action)
-        .where(Action.id == action_id)
-        .values(state=state, vapi_id=vapi_id, detail=detail, finished_at=clock())
-    )
+    conn.execute(_SETTLE, {"action_id": action_id, "new_state": state, "new_vapi_id": vapi_id,
+                           "new_detail": detail, "now": clock()})
 
 
 def apply_plan(
@@ -180,11 +193,17 @@ def apply_plan(
     """
     result = ApplyResult()
     with sessions() as session:
+        # SQLite has one writer: a second one waits in its busy handler, which sleeps 1, 2, 5, 10 ...
+        # ms between tries. Eight imports' claims and settles took 5 ms each, up to 130 ms, that way;
+        # taking turns here hands the database over at once. PostgreSQL writes rows side by side.
+        engine = session.get_bind().engine
+        one_writer = engine.dialect.name == "sqlite"
         todo = session.execute(
             sa.select(Action.id, Action.source, Action.number, Action.request)
             .where(Action.run_id == run_id, Action.state == "planned")
             .order_by(Action.id)
         ).all()
+    writes: AbstractContextManager[Any] = threading.Lock() if one_writer else nullcontext()
     numbers = {number for _, _, number, _ in todo}
     arrivals = _Arrivals(vapi, listing_bound, numbers, _held_as_written(sessions, run_id, numbers))
     lock = threading.Lock()
@@ -203,18 +222,21 @@ def apply_plan(
             return todo[taken - 1]
 
     def work() -> None:
-        while (item := take()) is not None:
-            try:
-                state = _apply_one(sessions, vapi, arrivals, sources, clock, guard, *item)
-            except BaseException as exc:
-                with lock:
-                    failures.append(exc)
-                return
+        try:
+            # One connection per worker (a checkout per write cost a ping), in autocommit: each
+            # journal write is one statement, which commits on its own and is durable once it
+            # returns, in one round trip to PostgreSQL instead of three (BEGIN, UPDATE, COMMIT).
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                while (item := take()) is not None:
+                    state = _apply_one(conn, writes, vapi, arrivals, sources, clock, guard, *item)
+                    with lock:
+                        if state == "done":
+                            result.done += 1
+                        elif state is not None:
+                            result.failed += 1
+        except BaseException as exc:
             with lock:
-                if state == "done":
-                    result.done += 1
-                elif state is not None:
-                    result.failed += 1
+                failures.append(exc)
 
     workers = [threading.Thread(target=contextvars.copy_context().run, args=(work,), name=f"numsync-import-{i}")
                for i in range(min(concurrency, len(todo)) - 1)]
@@ -250,23 +272,20 @@ def _held_as_written(sessions: sessionmaker[Session], run_id: str, numbers: set[
     return held
 
 
-def _apply_one(sessions: sessionmaker[Session], vapi: VapiApi, arrivals: _Arrivals, sources: Mapping[str, Source],
-               clock: Clock, guard: Callable[[], None] | None, action_id: int, source_name: str, number: str,
+def _apply_one(conn: Connection, writes: AbstractContextManager[Any], vapi: VapiApi,
+               arrivals: _Arrivals, sources: Mapping[str, Source], clock: Clock, guard: Callable[[], None] | None,
+               action_id: int, source_name: str, number: str,
                request: Mapping[str, Any] | None) -> str | None:
     """Claim, import and settle one action; its final state, or None if another run had claimed it."""
     if guard is not None:
         guard()
-    with sessions.begin() as session:
-        claimed = session.execute(
-            sa.update(Action)
-            .where(Action.id == action_id, Action.state == "planned")
-            .values(state="started", attempts=Action.attempts + 1, started_at=clock())
-        ).rowcount  # type: ignore[attr-defined]
+    with writes:
+        claimed = conn.execute(_CLAIM, {"action_id": action_id, "now": clock()}).rowcount
     if not claimed:
         return None
     state, vapi_id, detail = _import_one(vapi, arrivals, sources[source_name], number, dict(request or {}))
-    with sessions.begin() as session:
-        _settle(session, action_id, state, clock, vapi_id=vapi_id, detail=detail)
+    with writes:
+        _settle(conn, action_id, state, clock, vapi_id=vapi_id, detail=detail)
     log.info("import settled", source=source_name, number=number, state=state, vapi_id=vapi_id)
     return state
 
