@@ -198,6 +198,8 @@ def _normalise_number(number: Any) -> str | None:
     """A Vapi record's number as E.164 when it is digits (Vonage numbers come without '+')."""
     if not isinstance(number, str):
         return None
+    if number[:1] == "+" and number[1:].isdigit():
+        return number  # already E.164, as nearly all are
     text = re.sub(r"[\s().-]", "", number)
     if text.startswith("00") and text[2:].isdigit():
         text = "+" + text[2:]
@@ -238,7 +240,7 @@ class VapiClient:
 
     def _new_http(self) -> httpx.Client:
         cfg = self._cfg
-        return httpx.Client(
+        client = httpx.Client(
             base_url=cfg.base_url,
             headers={"Authorization": f"Bearer {cfg.api_key.get_secret_value()}", "Accept": "application/json",
                      "User-Agent": f"numsync/{numsync.__version__}"},
@@ -249,6 +251,12 @@ class VapiClient:
             transport=self._transport,
             follow_redirects=False,
         )
+        # The two paths every run requests thousands of times, as absolute URLs: httpx parses a
+        # relative one and joins it to base_url on each request, 5% of an import's CPU.
+        base = client.base_url
+        self._urls = {path: base.copy_with(raw_path=base.raw_path + path.lstrip("/").encode())
+                      for path in ("/phone-number", _LIST_PATH)}
+        return client
 
     # -- public API -------------------------------------------------------------------------------
     def iter_records(self, *, sort_order: str = "ASC", progress: Progress | None = None,
@@ -529,7 +537,7 @@ class VapiClient:
         with self._slots:
             self.stats.add(requests=1)
             try:
-                response = self._http.request(method, path, params=params, json=body)
+                response = self._http.request(method, self._urls.get(path, path), params=params, json=body)
             except httpx.RequestError as exc:
                 self._report("error")
                 raise self._transport_error(method, path, operation, exc) from exc
