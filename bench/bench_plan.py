@@ -178,8 +178,8 @@ def main() -> None:
     }
     floor = max(floors.values())
     if args.mode == "reconcile":
-        # then one create per missing number, 8 at a time (numsync's look-before-create is its
-        # own cost, left out of the floor)
+        # then one create per missing number, 8 at a time (numsync's reads of the records created
+        # since its listing, about one a second, are its own cost, left out of the floor)
         imports = out.report["summary"].get("missing_in_vapi", 0)
         minimum["vapi"] += imports
         floor += math.ceil(imports / 8) * args.latency
@@ -206,6 +206,7 @@ def main() -> None:
     if args.mode == "reconcile":
         result["imports_done"] = stats.get("imports_done")
         result["apply_s"] = stats.get("apply_seconds")
+        result["arrival_checks"] = stats.get("arrival_checks")
     print(json.dumps(result, indent=2))
     if args.json:
         with args.json.open("a") as fh:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from numsync.sandbox.server import EmulatorServer
@@ -42,7 +43,12 @@ def main() -> None:
     telnyx = TelnyxEmulator(api_key=CREDS["telnyx_key"])
     vonage = VonageEmulator(api_key=CREDS["vonage_key"], api_secret=CREDS["vonage_secret"])
     per = n // 3
+    # Vapi records were created over time, one a second until a day ago: seeded "now", a million
+    # of them would be stamped a millisecond apart (the emulation keeps createdAt unique) and run
+    # into the future, and numsync's read of what is new since its listing would read the seed.
+    start = datetime.now(UTC) - timedelta(days=1, seconds=n)
     for i in range(n):
+        when = start + timedelta(seconds=i)
         carrier = i % 3
         in_vapi = i % 100 != 0  # 1% missing in Vapi
         if carrier == 0:
@@ -50,19 +56,22 @@ def main() -> None:
             if api == "twilio":
                 twilio.add_number(SID, number, voice_url="https://api.vapi.ai/twilio/inbound_call")
             elif api == "vapi" and in_vapi:
-                vapi.add("twilio", number=number, twilioAccountSid=SID, assistantId="asst-bench")
+                vapi.add("twilio", number=number, twilioAccountSid=SID, assistantId="asst-bench",
+                         created_at=when)
         elif carrier == 1:
             number = f"+1970{i:07d}"
             if api == "telnyx":
                 telnyx.add_number(number, connection_id="1")
             elif api == "vapi" and in_vapi:
-                vapi.add("telnyx", number=number, credentialId="cred-telnyx", assistantId="asst-bench")
+                vapi.add("telnyx", number=number, credentialId="cred-telnyx", assistantId="asst-bench",
+                         created_at=when)
         else:
             msisdn = f"4420{i:07d}"
             if api == "vonage":
                 vonage.add_number(msisdn, country="GB")
             elif api == "vapi" and in_vapi:
-                vapi.add("vonage", number="+" + msisdn, credentialId="cred-vonage", assistantId="asst-bench")
+                vapi.add("vonage", number="+" + msisdn, credentialId="cred-vonage", assistantId="asst-bench",
+                         created_at=when)
     emu = {"vapi": vapi, "twilio": twilio, "telnyx": telnyx, "vonage": vonage}[api]
     emu.faults.latency = latency
     server = EmulatorServer(emu, ssl_context=ssl_ctx).start()
