@@ -51,8 +51,8 @@ log = structlog.get_logger(__name__)
 Clock = Callable[[], datetime]
 
 RECHECK_SECONDS = 1.0  # how old the read of new Vapi records may be when an import relies on it
-# How far before the last record seen the next read starts: a record may become visible after a
-# later-stamped one (Vapi stamps createdAt when a request starts, not when it commits).
+# How far before the newest record seen the next read starts: a record can become visible after
+# a later-stamped one (a create stamped before it commits, and slow to commit, shows up late).
 CREATED_MARGIN = timedelta(seconds=5)
 
 
@@ -109,7 +109,8 @@ class _Arrivals:
         self.checks += 1
         self._due = started + RECHECK_SECONDS
         if newest is not None:
-            self._since = max(self._since, newest - CREATED_MARGIN) if self._since else newest - CREATED_MARGIN
+            since = newest - CREATED_MARGIN
+            self._since = since if self._since is None else max(self._since, since)
 
 
 def _lookup(vapi: VapiApi, number: str, attempts: int = 3, pause: float = 0.5) -> str | None:

@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 from helpers import wait_for
 
-from numsync.app import run_once
+from numsync.app import RunOutput, run_once
 from numsync.config import Config, parse_config
 from numsync.daemon.db import make_engine
 from numsync.daemon.models import Action, Run
@@ -155,12 +155,37 @@ def test_imports_run_side_by_side(tmp_path: Path, db_url: str, vapi: Any) -> Non
     assert out.result.stats["imports_done"] == 4
 
 
-LISTED = "+14155559999"  # in Vapi and in the trunk: the listing has a newest record, hence a bound
+LISTED = "+14155559999"
 
 
-def is_arrivals_read(req: Any) -> bool:
+def trunk_and_one_listed(tmp_path: Path, db_url: str, vapi: Any) -> Config:
+    """The trunk holds NUMBERS and LISTED, and Vapi holds LISTED: the listing has a newest record,
+    hence a bound for the apply's reads of what was created since."""
+    emu, server = vapi
+    emu.add("byo-phone-number", number=LISTED, credentialId="cred-trunk", assistantId="asst-1")
+    return make_config(tmp_path, db_url, server.url, trunk_csv(tmp_path, [*NUMBERS, LISTED]))
+
+
+def is_arrivals_read(query: dict[str, list[str]]) -> bool:
     """The apply's read of records created since the listing (an open-ended createdAt walk)."""
-    return req.method == "GET" and "createdAtGe" in req.query and "createdAtLt" not in req.query
+    return "createdAtGe" in query and "createdAtLt" not in query
+
+
+def searched(emu: VapiEmulator) -> list[str]:
+    """What the listing requests searched for (a number lookup searches its digits)."""
+    return sorted(q["search"][0] for _, _, q, _ in emu.requests_to("GET", "^/v2/phone-number$") if "search" in q)
+
+
+def reconcile_calling(tmp_path: Path, db_url: str, vapi: Any, on_arrivals_read: Callable[[], None]) -> RunOutput:
+    """Reconcile the trunk (``trunk_and_one_listed``), calling ``on_arrivals_read`` as each of the
+    apply's reads of new records reaches Vapi; every number ends up in Vapi once, exit 0."""
+    emu, _ = vapi
+    cfg = trunk_and_one_listed(tmp_path, db_url, vapi)
+    emu.before_request.append(lambda req: on_arrivals_read() if is_arrivals_read(req.query) else None)
+    out = run_once(cfg, mode="reconcile")
+    assert out.result.exit_code == 0, out.result.error
+    assert_each_once(emu, NUMBERS)
+    return out
 
 
 def test_numbers_created_after_the_listing_are_found_in_one_read_not_one_search_each(
@@ -168,25 +193,18 @@ def test_numbers_created_after_the_listing_are_found_in_one_read_not_one_search_
 ) -> None:
     # Someone imports one of the missing numbers between numsync's listing and its apply: it is
     # adopted, not created twice, and finding that out took no search per number.
-    emu, server = vapi
-    cfg = make_config(tmp_path, db_url, server.url, trunk_csv(tmp_path, [*NUMBERS, LISTED]))
-    emu.add("byo-phone-number", number=LISTED, credentialId="cred-trunk", assistantId="asst-1")
+    emu, _ = vapi
     theirs: list[str] = []
 
-    def someone_else_imports(req: Any) -> None:
-        if is_arrivals_read(req) and not theirs:
+    def someone_else_imports() -> None:
+        if not theirs:
             theirs.append(emu.add("byo-phone-number", number=NUMBERS[2], credentialId="cred-other")["id"])
 
-    emu.before_request.append(someone_else_imports)
-    out = run_once(cfg, mode="reconcile")
-    assert out.result.exit_code == 0, out.result.error
-    assert_each_once(emu, NUMBERS)
+    out = reconcile_calling(tmp_path, db_url, vapi, someone_else_imports)
     assert emu.by_number(NUMBERS[2])[0]["id"] == theirs[0]
     assert len(emu.requests_to("POST", "^/phone-number$")) == len(NUMBERS) - 1
-    searches = [r for r in emu.requests_to("GET", "^/v2/phone-number$") if "search" in r[2]]
-    assert searches == []
-    reads = [r for r in emu.requests_to("GET", "^/v2/phone-number$")
-             if "createdAtGe" in r[2] and "createdAtLt" not in r[2]]
+    assert searched(emu) == []
+    reads = [q for _, _, q, _ in emu.requests_to("GET", "^/v2/phone-number$") if is_arrivals_read(q)]
     assert 1 <= len(reads) <= out.result.stats["arrival_checks"] * 2  # a short page or two per read
     details = {f["number"]: f["detail"] or "" for f in out.report["findings"] if f["kind"] == "missing_in_vapi"}
     assert "adopted" in details[NUMBERS[2]]
@@ -196,23 +214,16 @@ def test_numbers_created_after_the_listing_are_found_in_one_read_not_one_search_
 def test_when_the_read_of_new_numbers_fails_each_number_is_searched_instead(
     tmp_path: Path, db_url: str, vapi: Any
 ) -> None:
-    emu, server = vapi
-    cfg = make_config(tmp_path, db_url, server.url, trunk_csv(tmp_path, [*NUMBERS, LISTED]))
-    emu.add("byo-phone-number", number=LISTED, credentialId="cred-trunk", assistantId="asst-1")
+    emu, _ = vapi
     refused: list[int] = []
 
-    def refuse(req: Any) -> None:
-        if is_arrivals_read(req):
-            refused.append(1)
-            raise RuntimeError("the arrivals read is down")  # the emulator drops the connection
+    def refuse() -> None:
+        refused.append(1)
+        raise RuntimeError("the arrivals read is down")  # the emulator drops the connection
 
-    emu.before_request.append(refuse)
-    out = run_once(cfg, mode="reconcile")
-    assert out.result.exit_code == 0, out.result.error
-    assert_each_once(emu, NUMBERS)
+    reconcile_calling(tmp_path, db_url, vapi, refuse)
     assert refused  # it was tried (and retried), then given up for the run
-    searches = [r for r in emu.requests_to("GET", "^/v2/phone-number$") if "search" in r[2]]
-    assert sorted(r[2]["search"][0] for r in searches) == sorted(n.lstrip("+") for n in NUMBERS)
+    assert searched(emu) == sorted(n.lstrip("+") for n in NUMBERS)
 
 
 def test_throttled_and_refused_creates(tmp_path: Path, db_url: str, vapi: Any) -> None:
@@ -336,9 +347,8 @@ def test_a_number_vapi_holds_in_a_form_the_diff_does_not_match_is_adopted_not_cr
     # A SIP-trunk record without Vapi's E.164 check keeps its number as written ('1415...'), so
     # the diff compares it as text and finds the carrier's E.164 form missing: the import must
     # still see that Vapi holds the number.
-    emu, server = vapi
-    cfg = make_config(tmp_path, db_url, server.url, trunk_csv(tmp_path, [*NUMBERS, LISTED]))
-    emu.add("byo-phone-number", number=LISTED, credentialId="cred-trunk", assistantId="asst-1")
+    emu, _ = vapi
+    cfg = trunk_and_one_listed(tmp_path, db_url, vapi)
     as_written = emu.add("byo-phone-number", number=NUMBERS[1].lstrip("+"), credentialId="cred-trunk",
                          numberE164CheckEnabled=False, assistantId="asst-1",
                          created_at=datetime.now(UTC) - timedelta(days=1))["id"]
