@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 from .base import VapiNumber, VapiOwner
 
-__all__ = ["CARRIER_PROVIDERS", "owner_account", "owner_for", "to_vapi_number"]
+__all__ = ["CARRIER_PROVIDERS", "owner_account", "owner_for", "to_vapi_number", "unchecked_forms"]
 
 # Fields the engine reads as text; anything else in them means the record cannot be trusted.
 _TEXT_FIELDS = ("number", "sipUri", "status", "name", "twilioAccountSid", "credentialId", "createdAt", "updatedAt")
@@ -73,6 +73,14 @@ def to_vapi_number(record: dict[str, Any]) -> VapiNumber:
         updated,
         record,
     )
+
+
+def unchecked_forms(e164: str) -> tuple[str, ...]:
+    """How a record without Vapi's E.164 check may hold ``e164`` without a '+' (such a record
+    keeps its number as written, so the diff compares it as text): '14155550100', '0014155550100'.
+    The number lookup Vapi's search answers normalises these forms the same way."""
+    digits = e164.lstrip("+")
+    return digits, "00" + digits
 
 
 def _refuse(record: dict[str, Any]) -> NoReturn:

@@ -40,6 +40,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
 from numsync.adapters.base import Source, VapiApi
+from numsync.adapters.vapi_model import unchecked_forms
 from numsync.errors import AdapterError, InDoubtError, PermanentError, TransientError
 
 from .models import Action, VapiRecord
@@ -253,14 +254,14 @@ def apply_plan(
 
 
 def _held_as_written(sessions: sessionmaker[Session], run_id: str, numbers: set[str]) -> dict[str, str]:
-    """Numbers to import that the snapshot holds without a '+' ('14155550100', '0014155550100').
+    """Numbers to import that the snapshot holds in a form the diff does not match (``unchecked_forms``).
 
     A SIP-trunk record without Vapi's E.164 check keeps its number as written, and the diff,
     which compares such numbers as text, finds the carrier's E.164 form missing. The search that
     once ran before every create found these records; the bulk check reads only new ones, so they
     are looked for here, in the snapshot, by the run's match-key index.
     """
-    forms = {f"{prefix}{number[1:]}": number for number in numbers for prefix in ("", "00")}
+    forms = {form: number for number in numbers for form in unchecked_forms(number)}
     keys = sorted(forms)
     held: dict[str, str] = {}
     with sessions() as session:
