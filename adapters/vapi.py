@@ -208,6 +208,12 @@ def _normalise_number(number: Any) -> str | None:
     return text
 
 
+def _created_at(record: dict[str, Any]) -> datetime:
+    """A checked record's createdAt, aware (UTC when Vapi gives no offset)."""
+    moment = datetime.fromisoformat(record["createdAt"])
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def _short(record_id: Any) -> str:
     return f"{str(record_id)[:8]}..." if record_id else "none"
 
@@ -297,9 +303,7 @@ class VapiClient:
         """
         since = self._iso_ms(moment) if moment is not None else None
         for record in self._keyset_scan(None, set(), None, None, since=since):
-            created = datetime.fromisoformat(record["createdAt"])
-            yield (str(record["id"]), _normalise_number(record.get("number")),
-                   created if created.tzinfo else created.replace(tzinfo=UTC))
+            yield str(record["id"]), _normalise_number(record.get("number")), _created_at(record)
 
     def find_by_number(self, e164: str) -> list[dict[str, Any]]:
         """The records holding ``e164``, whatever form Vapi stores it in ('+'-less Vonage ones too)."""
@@ -357,8 +361,8 @@ class VapiClient:
             if progress:
                 progress(0, 0)
             return
-        bound = self._bound_after(newest[0])
-        self.listing_bound = datetime.fromisoformat(bound)
+        self.listing_bound = self._bound_after(newest[0])
+        bound = self._iso_ms(self.listing_bound)
         params = {"sortOrder": sort_order, "limit": size, "createdAtLt": bound}
         seen: set[str] = set()
         smallest = total
@@ -489,13 +493,10 @@ class VapiClient:
         raise _err(ProtocolError, f"{name} (id {_short(record.get('id'))}) {problem}", _READ_OP)
 
     @staticmethod
-    def _bound_after(newest: dict[str, Any]) -> str:
+    def _bound_after(newest: dict[str, Any]) -> datetime:
         """The exclusive upper createdAt bound: one millisecond after the newest record."""
-        moment = datetime.fromisoformat(newest["createdAt"])
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        moment = moment.astimezone(UTC).replace(microsecond=moment.microsecond // 1000 * 1000)
-        return VapiClient._iso_ms(moment + timedelta(milliseconds=1))
+        moment = _created_at(newest).astimezone(UTC)
+        return moment.replace(microsecond=moment.microsecond // 1000 * 1000) + timedelta(milliseconds=1)
 
     @staticmethod
     def _iso_ms(moment: datetime) -> str:

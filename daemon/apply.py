@@ -195,19 +195,19 @@ def apply_plan(
     """
     result = ApplyResult()
     with sessions() as session:
-        # SQLite has one writer: a second one waits in its busy handler, which sleeps 1, 2, 5, 10 ...
-        # ms between tries. Eight imports' claims and settles took 5 ms each, up to 130 ms, that way;
-        # taking turns here hands the database over at once. PostgreSQL writes rows side by side.
         engine = session.get_bind().engine
-        one_writer = engine.dialect.name == "sqlite"
         todo = session.execute(
             sa.select(Action.id, Action.source, Action.number, Action.request)
             .where(Action.run_id == run_id, Action.state == "planned")
             .order_by(Action.id)
         ).all()
-    writes: AbstractContextManager[Any] = threading.Lock() if one_writer else nullcontext()
-    numbers = {number for _, _, number, _ in todo}
-    arrivals = _Arrivals(vapi, listing_bound, numbers, _held_as_written(sessions, run_id, numbers))
+        numbers = {number for _, _, number, _ in todo}
+        held = _held_as_written(session, run_id, numbers)
+    arrivals = _Arrivals(vapi, listing_bound, numbers, held)
+    # SQLite has one writer: a second one waits in its busy handler, which sleeps 1, 2, 5, 10 ...
+    # ms between tries. Eight imports' claims and settles took 5 ms each, up to 130 ms, that way;
+    # taking turns hands the database over at once. PostgreSQL writes rows side by side.
+    writes: AbstractContextManager[Any] = threading.Lock() if engine.dialect.name == "sqlite" else nullcontext()
     lock = threading.Lock()
     taken = 0
     failures: list[BaseException] = []
@@ -226,8 +226,8 @@ def apply_plan(
     def work() -> None:
         try:
             # One connection per worker (a checkout per write cost a ping), in autocommit: each
-            # journal write is one statement, which commits on its own and is durable once it
-            # returns, in one round trip to PostgreSQL instead of three (BEGIN, UPDATE, COMMIT).
+            # journal write is one statement, committed once it returns, in one round trip to
+            # PostgreSQL instead of three (BEGIN, UPDATE, COMMIT).
             with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                 while (item := take()) is not None:
                     state = _apply_one(conn, writes, vapi, arrivals, sources, clock, guard, *item)
@@ -253,7 +253,7 @@ def apply_plan(
     return result
 
 
-def _held_as_written(sessions: sessionmaker[Session], run_id: str, numbers: set[str]) -> dict[str, str]:
+def _held_as_written(session: Session, run_id: str, numbers: set[str]) -> dict[str, str]:
     """Numbers to import that the snapshot holds in a form the diff does not match (``unchecked_forms``).
 
     A SIP-trunk record without Vapi's E.164 check keeps its number as written, and the diff,
@@ -264,13 +264,12 @@ def _held_as_written(sessions: sessionmaker[Session], run_id: str, numbers: set[
     forms = {form: number for number in numbers for form in unchecked_forms(number)}
     keys = sorted(forms)
     held: dict[str, str] = {}
-    with sessions() as session:
-        for start in range(0, len(keys), 500):
-            for vapi_id, key in session.execute(
-                sa.select(VapiRecord.vapi_id, VapiRecord.match_key)
-                .where(VapiRecord.run_id == run_id, VapiRecord.match_key.in_(keys[start:start + 500]))
-            ):
-                held.setdefault(forms[str(key)], vapi_id)
+    for start in range(0, len(keys), 500):
+        for vapi_id, key in session.execute(
+            sa.select(VapiRecord.vapi_id, VapiRecord.match_key)
+            .where(VapiRecord.run_id == run_id, VapiRecord.match_key.in_(keys[start:start + 500]))
+        ):
+            held.setdefault(forms[str(key)], vapi_id)
     return held
 
 

@@ -542,11 +542,12 @@ def _search_text(record: dict[str, Any]) -> str:
 class _SearchIndex:
     """The searched fields of every record, lowercased, in one string that ``str.find`` scans.
 
-    numsync looks every number up (``search=``) before it imports it. Checking each record in
-    Python cost about a second per search at a million records; one ``find`` over the string
-    takes milliseconds, and a search of digits (a number lookup) scans only the records' digits,
-    a third of the text. Records added, changed or deleted since the strings were built are kept
-    aside with their own text and checked one by one, until there are enough to build again.
+    A number lookup (``search=`` with its digits: numsync's in-doubt creates and journal
+    recovery, and any client checking before it writes) checked each record in Python, about a
+    second per search at a million records; one ``find`` over the string takes milliseconds, and
+    a search of digits scans only the records' digits, a third of the text. Records added,
+    changed or deleted since the strings were built are kept aside with their own text and
+    checked one by one, until there are enough to build again.
     """
 
     def __init__(self) -> None:
