@@ -27,6 +27,7 @@ from numsync.adapters.vapi_model import owner_for
 from numsync.config import Config
 
 from .apply import apply_plan, recover_started
+from .db import LogCopy
 from .diff import FindingDraft, compute_findings, judge_sources, prepare_diff
 from .models import Action, CarrierRecord, Finding, FindingState, Run, RunSource, VapiRecord
 from .plan import make_plan
@@ -95,8 +96,10 @@ def execute(
                         holder=f"{socket.gethostname()}:{os.getpid()}"))
     structlog.contextvars.bind_contextvars(run_id=run_id)
     log.info("run started", mode=mode, sources=[s.name for s in chosen])
+    log_copy = LogCopy(sessions)
     try:
-        result = _execute(sessions, config, run_id, mode, vapi, chosen, filtered, clock, progress, stop, guard)
+        result = _execute(sessions, log_copy, config, run_id, mode, vapi, chosen, filtered, clock, progress,
+                          stop, guard)
     except BaseException as exc:
         with sessions.begin() as session:
             status = "interrupted" if isinstance(exc, KeyboardInterrupt | SystemExit) else "failed"
@@ -105,6 +108,7 @@ def execute(
                 error=f"{status}: {exc.__class__.__name__}"))
         raise
     finally:
+        log_copy.wait()  # the run ends with the database file whole
         structlog.contextvars.unbind_contextvars("run_id")
     result.seconds = time.monotonic() - t0
     return result
@@ -112,6 +116,7 @@ def execute(
 
 def _execute(
     sessions: sessionmaker[Session],
+    log_copy: LogCopy,
     config: Config,
     run_id: str,
     mode: str,
@@ -133,9 +138,10 @@ def _execute(
         owners[(owner.provider, owner.account_value)] = src_cfg.name
 
     t = time.monotonic()
-    with sessions.begin() as session:
+    with log_copy.transaction() as session:
         snap = take_snapshot(session, run_id, vapi, list(chosen), owners, progress=progress,
                              processes=_list_in_processes(config.performance.list_in_processes))
+    log_copy.start()  # SQLite: the snapshot's log goes into the database file beside the diff
     stats["snapshot_seconds"] = round(time.monotonic() - t, 3)
     stats["vapi_seconds"] = round(snap.vapi_seconds, 3)
     stats["source_seconds"] = {n: round(o.seconds, 3) for n, o in snap.sources.items()}
