@@ -61,6 +61,29 @@ def proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def database_server_cpu() -> float:
+    """CPU seconds PostgreSQL's processes on this machine have used so far, exited backends included
+    (the postmaster counts a backend's time once it has reaped it); 0 where /proc is not.
+
+    Processes are known by their name in /proc/PID/stat, which a backend keeps while it exits (its
+    command line is gone by then, and a run's backends exit as its engine is disposed).
+    """
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    try:
+        pids = [p for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return 0.0
+    for pid in pids:
+        try:
+            head, rest = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)
+        except (OSError, ValueError):
+            continue
+        if head.endswith("(postgres"):
+            total += sum(int(f) for f in rest.split()[11:15]) / tick
+    return total
+
+
 def config_text(info: dict[str, dict[str, Any]], db_url: str, reports: Path, processes: str = "auto") -> str:
     return f"""
 database_url: {db_url}
@@ -134,6 +157,7 @@ def main() -> None:
         metrics = Metrics()
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         emu_cpu0 = sum(proc_cpu(p.pid) for p in procs)
+        db_cpu0 = database_server_cpu() if args.db == "postgres" else 0.0
         kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu0 = time.process_time()
         t0 = time.monotonic()
@@ -144,6 +168,7 @@ def main() -> None:
         listing_cpu = (kids1.ru_utime + kids1.ru_stime) - (kids0.ru_utime + kids0.ru_stime)
         listing_rss = kids1.ru_maxrss
         emu_cpu = sum(proc_cpu(p.pid) for p in procs) - emu_cpu0
+        db_cpu = database_server_cpu() - db_cpu0 if args.db == "postgres" else 0.0
         rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         peer = None
         if args.peer:
@@ -192,6 +217,9 @@ def main() -> None:
         "listing_cpu_s": stats.get("listing_cpu_seconds"),
         "requests": requests, "minimum_requests": minimum,
         "cpu_s": round(cpu, 2), "listing_processes_cpu_s": round(listing_cpu, 2), "emulators_cpu_s": round(emu_cpu, 2),
+        "database_server_cpu_s": round(db_cpu, 2) if args.db == "postgres" else None,
+        # every process of the run shares this machine's cores: the wall time can't go below this
+        "cpu_floor_s": round((cpu + listing_cpu + emu_cpu + db_cpu) / (os.cpu_count() or 1), 2),
         "listing_processes_peak_rss_mb": round(listing_rss / 1024, 1),
         "peak_rss_mb": round(rss_peak / 1024, 1), "rss_before_mb": round(rss_before / 1024, 1),
         "findings": out.report["summary"], "outcome": out.result.outcome, "seed_s": round(seed_seconds, 1),

@@ -96,7 +96,10 @@ def main() -> None:
         "size each API allows, and one create per import; Vapi's minimum leaves out its one probe request;",
         "numsync also reads the records created since its listing, about once a second, before creating).",
         "CPU: numsync's main process / its listing processes together / the emulations (which share the",
-        "machine's two cores). Peak RSS: the main",
+        "machine's cores) / on PostgreSQL, the database server's processes (on the same machine too).",
+        "CPU floor: all of that CPU divided by the machine's cores: with everything on one machine the",
+        "wall time can't go below it, and where it is above the latency floor the run is CPU-bound here.",
+        "Peak RSS: the main",
         "process / the largest listing process (forked copies share their pages with the parent until written).",
         "The naive peer (bench/naive_peer.py) lists the same emulators sequentially with the official SDKs",
         "and `requests`, diffs in Python sets and, for reconcile, creates each missing number in Vapi, one",
@@ -104,9 +107,10 @@ def main() -> None:
         "Sizes run more than once show the run with the median wall time; runs gives their number and",
         "the range of wall times (and of speed-ups over the peer, each measured beside its own run).",
         "",
-        "| mode | numbers | db | wall s | floor s | wall/floor | diff s | CPU s main / listing / emulators "
+        "| mode | numbers | db | wall s | floor s | wall/floor | CPU floor s | diff s "
+        "| CPU s main / listing / emulators / database "
         "| requests (min) | peak RSS MB | naive peer s | speed-up | runs: wall range (speed-up range) |",
-        "| --- | ---: | --- | ---: | ---: | ---: | ---: | --- | --- | --- | ---: | ---: | --- |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- | --- | --- | ---: | ---: | --- |",
     ]
     for r in rows:
         req = ", ".join(f"{k} {r['requests'].get(k, 0)} ({r['minimum_requests'][k]})"
@@ -114,6 +118,8 @@ def main() -> None:
         peer = f"{r['peer_wall_s']}" if "peer_wall_s" in r else "-"
         speed = f"{r['speedup_vs_peer']}x" if "speedup_vs_peer" in r else "-"
         cpu = f"{r.get('cpu_s', '-')} / {r.get('listing_processes_cpu_s', '-')} / {r.get('emulators_cpu_s', '-')}"
+        if r.get("database_server_cpu_s") is not None:
+            cpu += f" / {r['database_server_cpu_s']}"
         rss = f"{r['peak_rss_mb']} / {r.get('listing_processes_peak_rss_mb', '-')}"
         spread = "1"
         if r.get("runs", 1) > 1:
@@ -122,7 +128,7 @@ def main() -> None:
             if "speedup_range" in r:
                 spread += f" ({r['speedup_range'][0]}-{r['speedup_range'][1]}x)"
         lines.append(f"| {r.get('mode', 'plan')} | {r['n']:,} | {r['db']} | {r['wall_s']} | {r['floor_s']} | "
-                     f"{r['wall_over_floor']} | "
+                     f"{r['wall_over_floor']} | {r.get('cpu_floor_s', '-')} | "
                      f"{r['diff_s']} | {cpu} | {req} | {rss} | {peer} | {speed} | {spread} |")
     by_db: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
