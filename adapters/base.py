@@ -9,7 +9,7 @@ which SDK is behind it; adding a carrier is one module implementing ``Source`` p
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import MappingProxyType
@@ -77,6 +77,16 @@ class Source(Protocol):
 
     def import_body(self, e164: str) -> dict[str, Any]:
         """The provider-specific part of a Vapi create body (may hold secrets: never log it)."""
+        ...
+
+    def still_owned(self, numbers: Sequence[str]) -> set[str] | None:
+        """Which of ``numbers`` (E.164) the source owns now, asked one by one; None when its listing
+        cannot lose a number it owns, so there is nothing to ask. Raises an AdapterError.
+
+        Why: a listing paged by offset loses a number when the inventory changes between two of
+        its pages and the count comes out the same (one number released before the page, one
+        bought after it). The engine asks about the numbers that look orphaned before it says so.
+        """
         ...
 
     def close(self) -> None:

@@ -7,7 +7,7 @@ read are reported with their line number, because the person fixing the file nee
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,9 @@ class ByoSource:
         e164 = to_e164(raw, default_region=self.cfg.default_region) if self.cfg.e164_check else raw
         return SourceRecord(number=raw, e164=e164, carrier_id=f"line {line}", status=None, labels=labels,
                             routing=None, routed_elsewhere=False)
+
+    def still_owned(self, numbers: Sequence[str]) -> None:
+        """Nothing to ask: the file is read whole, and is the inventory."""
 
     def import_body(self, e164: str) -> dict[str, Any]:
         return {

@@ -37,7 +37,7 @@ import ssl
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -160,6 +160,17 @@ class TelnyxSource:
     def close(self) -> None:
         self._client.close()
 
+    def still_owned(self, numbers: Sequence[str]) -> set[str]:
+        """Each number looked up with ``filter[phone_number]`` (digits only, as Telnyx asks): the
+        listing pages by offset, and a release before a page with a purchase after it loses a
+        number unseen."""
+        owned: set[str] = set()
+        for e164 in numbers:
+            data, _meta = self._fetch_page(1, filters={"filter[phone_number]": e164.lstrip("+")})
+            if any(item.get("phone_number") == e164 for item in data):
+                owned.add(e164)
+        return owned
+
     def list_numbers(self) -> Iterator[SourceRecord]:
         """Every owned number: page 1, then the rest ``concurrency`` at a time, each retried alone."""
         paging = _Paging(self)
@@ -188,13 +199,13 @@ class TelnyxSource:
 
     # -- one page, with retries ------------------------------------------------------------------
     def _fetch_page(
-        self, page_number: int, stop: threading.Event | None = None
+        self, page_number: int, stop: threading.Event | None = None, filters: dict[str, str] | None = None
     ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         attempt = 1
-        params = {"page[number]": page_number, "page[size]": self.page_size}
+        params: dict[str, Any] = {"page[number]": page_number, "page[size]": self.page_size, **(filters or {})}
         while True:
             try:
-                with self._translate("list_numbers"):
+                with self._translate("list_numbers" if filters is None else "look up a number"):
                     response = self._client.get(LIST_PATH, cast_to=httpx.Response, options={"params": params})
                     return self._parse_page(response.content, response.headers, page_number)
             except TransientError as exc:

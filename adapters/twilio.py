@@ -33,7 +33,7 @@ import os
 import random
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -238,6 +238,10 @@ class TwilioSource:
             body["twilioApiSecret"] = secret
         body["smsEnabled"] = self._cfg.import_.sms_enabled
         return body
+
+    def still_owned(self, numbers: Sequence[str]) -> None:
+        """Nothing to ask: the listing follows ``next_page_uri``, whose PageToken continues after the
+        last record read, so a release or a purchase between pages moves no other number."""
 
     def list_numbers(self) -> Iterator[SourceRecord]:
         """Every number, one page at a time (lazily: the next page is asked for when it is needed)."""

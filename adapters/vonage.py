@@ -44,7 +44,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -355,6 +355,17 @@ class VonageSource:
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
+    def still_owned(self, numbers: Sequence[str]) -> set[str]:
+        """Each number looked up by its digits (``pattern``, starting with them): the listing pages by
+        offset, and a release before a page with a purchase after it loses a number unseen."""
+        owned: set[str] = set()
+        for e164 in numbers:
+            msisdn = e164.lstrip("+")
+            found, _count = self._fetch_page(1, pattern=msisdn)
+            if any(isinstance(n, dict) and n.get("msisdn") == msisdn for n in found):
+                owned.add(e164)
+        return owned
+
     def close(self) -> None:
         """Release connections; the source stays usable (a later listing opens new ones)."""
         with self._lock:
@@ -396,13 +407,13 @@ class VonageSource:
             seen.add(rec.carrier_id)
         yield from records
 
-    def _fetch_page(self, index: int) -> tuple[list[Any], int]:
+    def _fetch_page(self, index: int, pattern: str | None = None) -> tuple[list[Any], int]:
         """One page with our retry policy; a retry asks for the same page again."""
         attempt = 0
         while True:
             attempt += 1
             try:
-                return self._request_page(index)
+                return self._request_page(index, pattern)
             except TransientError as err:
                 if attempt >= self._max_attempts:
                     raise
@@ -413,7 +424,7 @@ class VonageSource:
             return min(retry_after, self._max_retry_after)
         return min(self._backoff_base * 2 ** (attempt - 1), 30.0) * random.uniform(0.5, 1.0)
 
-    def _request_page(self, index: int) -> tuple[list[Any], int]:
+    def _request_page(self, index: int, pattern: str | None = None) -> tuple[list[Any], int]:
         """One page as the SDK's own HTTP client reads it (auth, host, errors), records left as dicts.
 
         ``Numbers.list_owned_numbers`` sends exactly this request, then builds a pydantic
@@ -422,9 +433,13 @@ class VonageSource:
         """
         client = self._checkout()
         http = client.http_client
+        params: dict[str, Any] = {"size": self._page_size, "index": index}
+        if pattern is not None:  # the numbers starting with these digits
+            params.update(pattern=pattern, search_pattern=0)
+        operation = f"list numbers page {index}" if pattern is None else "look up a number"
         try:
-            with self._boundary(f"list numbers page {index}", client):
-                body = http.get(http.rest_host, LIST_PATH, {"size": self._page_size, "index": index}, "basic")
+            with self._boundary(operation, client):
+                body = http.get(http.rest_host, LIST_PATH, params, "basic")
                 if not isinstance(body, dict):
                     raise TypeError("the page is not a JSON object")
                 numbers = body.get("numbers")

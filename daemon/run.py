@@ -31,6 +31,7 @@ from .db import LogCopy
 from .diff import FindingDraft, compute_findings, judge_sources, prepare_diff
 from .models import Action, CarrierRecord, Finding, FindingState, Run, RunSource, VapiRecord
 from .plan import make_plan
+from .recheck import recheck_orphans
 from .snapshot import Progress, take_snapshot
 from .workers import fork_available
 
@@ -169,6 +170,9 @@ def _execute(
             {n: (o.numbers, o.error) for n, o in snap.sources.items()},
             kinds, config.policy.max_orphan_fraction,
         )
+        lost = recheck_orphans(judgements, {s.name: s for s in chosen})
+        if lost:
+            stats["listing_lost_numbers"] = lost
         for name, j in judgements.items():
             session.add(RunSource(run_id=run_id, source=name, kind=kinds[name], status=j.status,
                                   numbers=j.numbers, error=j.error, seconds=snap.sources[name].seconds))

@@ -22,6 +22,7 @@ from numsync.app import run_once
 from numsync.config import Config, parse_config
 from numsync.daemon.db import make_engine
 from numsync.daemon.models import Action, CarrierRecord, FindingState, Run, VapiRecord
+from numsync.sandbox.demo import start_sandbox
 from numsync.sandbox.server import EmulatorServer
 from numsync.sandbox.vapi import VapiEmulator
 
@@ -271,3 +272,32 @@ def test_diff_reads_records_in_batches_of_keys(
         requests = conn.execute(sa.select(Action.request).where(Action.run_id == out.result.run_id)).scalars()
         assert {r["name"] for r in requests} == {"US +14155550101", "GB +442079460123"}
     engine.dispose()
+
+
+def test_numbers_that_look_orphaned_are_looked_up_where_a_listing_can_lose_them(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    # Vonage pages by offset (a listing can lose a number when the inventory changes under it, see
+    # daemon/recheck.py; the fault matrix's "churn: release + buy" loses one): each number that
+    # looks orphaned is asked about first. Twilio's listing cannot lose one: nothing is asked.
+    sb = start_sandbox(workdir=tmp_path / "sandbox")
+    try:
+        gone = "+447700900999"
+        sb.vapi.add("vonage", number=gone, credentialId=sb.creds.vonage_credential, assistantId="asst-1")
+        cfg = parse_config(sb.config_text(database_url=sqlite_url, reports_dir=str(tmp_path / "reports"),
+                                          with_broken_source=False), origin="numsync.yaml", env={})
+        first = run_once(cfg, mode="plan")
+        orphaned = {(number, source) for kind, number, source in findings_of(first.report) if kind == "orphaned"}
+        assert orphaned == {(gone, "vonage-main"), ("+14155551300", "twilio-main")}  # and the demo's own
+        lookups = [q["pattern"] for _m, _p, q, _s in sb.vonage.requests_to("GET", "/account/numbers") if "pattern" in q]
+        assert lookups == [[gone.lstrip("+")]]
+        assert not [q for _m, _p, q, _s in sb.twilio.requests_to("GET", "IncomingPhoneNumbers") if "PhoneNumber" in q]
+        assert "listing_lost_numbers" not in first.result.stats
+
+        # a lookup that fails changes nothing: the number is reported as the listing found it
+        sb.vonage.faults.add("status", path="/account/numbers", status=401, after=1, times=None)
+        second = run_once(cfg, mode="plan")
+        assert findings_of(second.report) == findings_of(first.report)
+        assert second.result.outcome == first.result.outcome == "drift"
+    finally:
+        sb.stop()

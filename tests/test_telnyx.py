@@ -550,3 +550,27 @@ def test_emulation_state_api(emu):
     assert emu.dump_state() == {"numbers": [], "paging_fault": None}
     with pytest.raises(KeyError):
         emu.remove_number("+14155550100")
+
+
+# -- lookups of single numbers (the engine's recheck of numbers that look orphaned) ------------
+def test_still_owned_asks_for_each_number_by_its_digits_and_matches_it_exactly(emu, server):
+    seed(emu, 3)  # +14155550000 .. +14155550002
+    emu.add_number("+141555500001", connection_id="111")  # holds +14155550000's digits: not that number
+    calls: list[tuple[str, str]] = []
+    source = make_source(server, calls=calls)
+    asked = ["+14155550001", "+14155559999", "+1415555000"]
+    assert source.still_owned(asked) == {"+14155550001"}
+    source.close()
+    # digits only (Telnyx returns nothing for a filter with other characters), one request each
+    assert [q.get("filter[phone_number]") for _, _, q, _ in emu.requests_to("GET", LIST_PATH)] == [
+        ["14155550001"], ["14155559999"], ["1415555000"]]
+    assert calls == [("telnyx", "200")] * 3
+
+
+def test_a_lookup_that_keeps_failing_raises_the_adapters_error(emu, server):
+    seed(emu, 1)
+    emu.faults.add("status", path=LIST_PATH, status=503, times=10)
+    source = make_source(server)
+    with pytest.raises(TransientError):
+        source.still_owned(["+14155550000"])
+    source.close()

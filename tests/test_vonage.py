@@ -633,3 +633,23 @@ def test_emulator_pages_a_hundred_thousand_numbers_by_slicing(emu: VonageEmulato
     body = json.loads(resp.body)
     assert body["count"] == 100_000
     assert body["numbers"][-1]["msisdn"] == "12010099999"
+
+
+# -- lookups of single numbers (the engine's recheck of numbers that look orphaned) ------------
+def test_still_owned_asks_for_each_number_by_pattern_and_matches_it_exactly(emu: VonageEmulator, h: Harness) -> None:
+    seed(emu, 3)  # 12015550000 .. 12015550002
+    emu.add_number("120155500001")  # starts with 12015550000's digits: not that number
+    assert h.source().still_owned(["+12015550001", "+12015559999", "+1201555000"]) == {"+12015550001"}
+    queries = [q for _m, _p, q, _s in emu.requests_to("GET", PATH)]
+    assert [(q["pattern"], q["search_pattern"], q["index"]) for q in queries] == [
+        (["12015550001"], ["0"], ["1"]), (["12015559999"], ["0"], ["1"]), (["1201555000"], ["0"], ["1"])]
+    assert h.calls == [("vonage", "200")] * 3
+
+
+def test_a_lookup_is_retried_and_one_that_keeps_failing_raises(emu: VonageEmulator, h: Harness) -> None:
+    seed(emu, 1)
+    emu.faults.add("status", path=PATH, status=500)
+    assert h.source().still_owned(["+12015550000"]) == {"+12015550000"}
+    emu.faults.add("status", path=PATH, status=503, times=None)
+    with pytest.raises(TransientError):
+        h.source().still_owned(["+12015550000"])

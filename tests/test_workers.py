@@ -10,7 +10,7 @@ import functools
 import multiprocessing
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -128,6 +128,9 @@ class _Trunk:
 
     def import_body(self, e164: str) -> dict[str, Any]:
         return {}
+
+    def still_owned(self, numbers: Sequence[str]) -> None:
+        pass
 
     def close(self) -> None:
         pass

@@ -74,6 +74,9 @@ class _BrokenSource:
     def import_body(self, e164: str) -> dict[str, Any]:
         raise self._error
 
+    def still_owned(self, numbers: Sequence[str]) -> set[str] | None:
+        raise self._error
+
     def close(self) -> None:
         return None
 

@@ -197,12 +197,7 @@ FAULTS: list[Fault] = [
 
 # Cases that break an invariant today: each is a bug described in the reason (xfail is strict, so a
 # fix turns them red until the entry is removed).
-KNOWN_BUGS: dict[tuple[str, str], str] = {
-    ("churn: release + buy", "vonage"): (
-        "Vonage adapter: a release and a purchase between page 1 and page 2 leave `count` unchanged, so the "
-        "count guard passes while page 2 starts one number later: +447700901095 is never listed and is "
-        "reported orphaned although Vonage still owns it"),
-}
+KNOWN_BUGS: dict[tuple[str, str], str] = {}
 
 CASES = [
     pytest.param(fault, target, id=f"{fault.name}-{target}",
