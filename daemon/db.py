@@ -39,6 +39,10 @@ __all__ = [
     "upgrade",
 ]
 
+log = structlog.get_logger(__name__)
+
+AUTOCHECKPOINT_PAGES = 1000  # SQLite's default, restored after a bulk transaction (LogCopy)
+
 
 def safe_url(url: str) -> str:
     """The URL with its password masked, for messages."""
@@ -78,11 +82,6 @@ def make_engine(url: str, *, null_pool: bool = False) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_pragmas)
     return engine
-
-
-log = structlog.get_logger(__name__)
-
-AUTOCHECKPOINT_PAGES = 1000  # SQLite's default, restored after a bulk transaction
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -176,14 +175,15 @@ class LogCopy:
 
     Why: in WAL mode the commit that finds the log past 1,000 pages copies the whole log into the
     database file and syncs it before it returns. After a million-number snapshot that is half a
-    gigabyte, and the run waited 2.4 s of its 27 s for it, with one core idle. SQLite's own advice
-    for this is to turn the automatic checkpoint off and run it in another thread: here, for the
-    snapshot's transaction only, while the run goes on to the diff (readers and writers carry on
-    beside a checkpoint in WAL mode). Every other commit keeps the automatic checkpoint, which
-    skips its turn while this copy runs.
+    gigabyte, and the run waited about 2.4 s for it. SQLite's own advice for this is to turn the
+    automatic checkpoint off and run it in another thread: here, for the snapshot's transaction
+    only, while the run goes on to the diff (readers and writers carry on beside a checkpoint in
+    WAL mode). Every other commit keeps the automatic checkpoint, which skips its turn while this
+    copy runs.
 
     ``wait`` joins the copy, so a run leaves the database file whole when it ends (and a command
-    exits with no log behind). On PostgreSQL, or an in-memory SQLite, this is a plain transaction.
+    exits with no log behind): it waits only for the part of the copy that outlasts the diff and
+    the plan. On PostgreSQL, or an in-memory SQLite, this is a plain transaction.
     """
 
     def __init__(self, sessions: sessionmaker[Session]) -> None:

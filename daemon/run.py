@@ -1,4 +1,4 @@
-"""One run, start to finish: snapshot -> diff -> plan -> (apply) -> findings -> run record.
+"""One run, start to finish: snapshot -> diff (recheck) -> plan -> (apply) -> findings -> run record.
 
 The CLI and the scheduler both call ``execute``; neither knows the stages. Everything the run
 needs from outside (the Vapi client, the sources, the clock) is handed in, so tests drive it
