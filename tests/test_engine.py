@@ -20,7 +20,7 @@ import sqlalchemy.orm
 
 from numsync.app import run_once
 from numsync.config import Config, parse_config
-from numsync.daemon.db import make_engine
+from numsync.daemon.db import make_engine, upgrade
 from numsync.daemon.models import Action, CarrierRecord, FindingState, Run, VapiRecord
 from numsync.sandbox.demo import start_sandbox
 from numsync.sandbox.server import EmulatorServer
@@ -301,3 +301,33 @@ def test_numbers_that_look_orphaned_are_looked_up_where_a_listing_can_lose_them(
         assert second.result.outcome == first.result.outcome == "drift"
     finally:
         sb.stop()
+
+
+def test_a_snapshot_write_that_fails_fails_the_run_and_leaves_no_rows(tmp_path: Path, sqlite_url: str,
+                                                                     vapi: Any) -> None:
+    # The snapshot's writes run a few batches behind the listings, in a thread of their own: the
+    # database refusing one of them must still end the run, with nothing of the snapshot kept.
+    emu, server = vapi
+    for i in range(5000):
+        emu.add("byo-phone-number", number=f"+1415555{i:04d}", credentialId="cred-a", assistantId=ASSISTANT)
+    numbers = write_csv(tmp_path / "a.csv", [f"+1415555{i:04d}" for i in range(9000)])
+    cfg = make_config(tmp_path, sqlite_url, server.url, f"""
+  - name: trunk-a
+    kind: byo
+    numbers_file: {numbers}
+    vapi_credential_id: cred-a
+""")
+    engine = make_engine(sqlite_url)
+    try:
+        upgrade(sqlite_url, engine)
+        with engine.begin() as conn:  # the database refuses one number, deep in the source's listing
+            conn.exec_driver_sql("CREATE TRIGGER refuse BEFORE INSERT ON carrier_records "
+                                 "WHEN NEW.number = '+14155558500' BEGIN SELECT RAISE(ABORT, 'refused'); END")
+        with pytest.raises(sa.exc.IntegrityError, match="refused"):
+            run_once(cfg, mode="plan", engine=engine)
+        with engine.connect() as conn:
+            assert conn.execute(sa.select(Run.status)).scalars().all() == ["failed"]
+            assert conn.execute(sa.select(sa.func.count()).select_from(CarrierRecord)).scalar_one() == 0
+            assert conn.execute(sa.select(sa.func.count()).select_from(VapiRecord)).scalar_one() == 0
+    finally:
+        engine.dispose()
