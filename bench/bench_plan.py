@@ -52,13 +52,19 @@ def start_emulators(n: int, latency: float, workdir: Path,
     return info, procs
 
 
+def _stat(pid: int | str) -> tuple[str, list[str]] | None:
+    """A process's name and the fields of /proc/PID/stat after it (None: gone, or no /proc)."""
+    try:
+        head, rest = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)
+    except (OSError, ValueError):
+        return None
+    return head.split("(", 1)[-1], rest.split()
+
+
 def proc_cpu(pid: int) -> float:
     """CPU seconds (user + system) a process has used so far, from /proc (Linux only; 0 elsewhere)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    stat = _stat(pid)
+    return (int(stat[1][11]) + int(stat[1][12])) / os.sysconf("SC_CLK_TCK") if stat else 0.0
 
 
 def database_server_cpu() -> float:
@@ -68,20 +74,16 @@ def database_server_cpu() -> float:
     Processes are known by their name in /proc/PID/stat, which a backend keeps while it exits (its
     command line is gone by then, and a run's backends exit as its engine is disposed).
     """
-    total = 0.0
-    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
     try:
         pids = [p for p in os.listdir("/proc") if p.isdigit()]
     except OSError:
         return 0.0
+    total = 0
     for pid in pids:
-        try:
-            head, rest = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)
-        except (OSError, ValueError):
-            continue
-        if head.endswith("(postgres"):
-            total += sum(int(f) for f in rest.split()[11:15]) / tick
-    return total
+        stat = _stat(pid)
+        if stat and stat[0] == "postgres":
+            total += sum(int(f) for f in stat[1][11:15])  # own and reaped children's user + system
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def config_text(info: dict[str, dict[str, Any]], db_url: str, reports: Path, processes: str = "auto") -> str:

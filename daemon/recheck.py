@@ -1,7 +1,7 @@
 """Between the judgement of the sources and the findings: ask a source about the numbers its
 listing seems to have lost, before they are called orphaned.
 
-A listing paged by offset (Telnyx, Vonage) loses a number when the inventory changes between two
+A listing paged by offset loses a number when the inventory changes between two
 of its pages and the count comes out the same: a number released before a page shifts the later
 pages back by one, and one bought after it keeps the count. The number lost is one the source
 still owns, and when Vapi holds it, it looks orphaned. Saying so would send someone to delete a
