@@ -36,25 +36,32 @@ BATCH = 2000
 
 
 class _BulkWriter:
-    """Inserts snapshot rows through the driver: executemany on SQLite, COPY on PostgreSQL.
+    """Inserts snapshot rows through the driver: executemany on SQLite, binary COPY on PostgreSQL.
 
     A snapshot is all bulk, and SQLAlchemy's per-row parameter processing (type decorators, JSON)
     was a third of a 100,000-number run's CPU. The listings therefore build their rows in the
     driver's form themselves (``_vapi_row``, ``_carrier_row``): JSON as text, and timestamps
     through ``stamp``, as SQLite's text form or an aware datetime for PostgreSQL. On PostgreSQL,
-    COPY (psycopg's ``write_row``) moves a row for a fraction of an INSERT's cost.
+    COPY (psycopg's ``write_row``) moves a row for a fraction of an INSERT's cost, and its binary
+    form, with each column's type stated once, for a quarter of the client's CPU of its text form
+    (1.0 s against 3.5-3.8 s per million vapi_records rows) and less of the server's.
     """
 
     def __init__(self, session: Session, table: sa.Table, *, skip: tuple[str, ...] = ()) -> None:
         self._conn = session.connection()
-        self.columns = [c.name for c in table.columns if c.name != "id" and c.name not in skip]
+        columns = [c for c in table.columns if c.name != "id" and c.name not in skip]
+        self.columns = [c.name for c in columns]
         mark = "?" if self._conn.dialect.paramstyle == "qmark" else "%s"
         self._sql = (f"INSERT INTO {table.name} ({', '.join(self.columns)}) "
                      f"VALUES ({', '.join([mark] * len(self.columns))})")
-        self._copy = (f"COPY {table.name} ({', '.join(self.columns)}) FROM STDIN"
-                      if self._conn.dialect.name == "postgresql" and self._conn.dialect.driver == "psycopg" else None)
+        self._copy: str | None = None
+        self._types: list[str] | None = None
+        if self._conn.dialect.name == "postgresql" and self._conn.dialect.driver == "psycopg":
+            self._types = _binary_types(columns)
+            binary = " (FORMAT BINARY)" if self._types is not None else ""
+            self._copy = f"COPY {table.name} ({', '.join(self.columns)}) FROM STDIN{binary}"
         # A remote timestamp (ISO text) as this driver takes a UTCDateTime column's value.
-        self.stamp: Callable[[str | None], Any] = _sqlite_stamp if self._conn.dialect.name == "sqlite" else _parse_ts
+        self.stamp: Callable[[str | None], Any] = _sqlite_stamp if self._conn.dialect.name == "sqlite" else _aware_ts
 
     def write(self, rows: list[tuple[Any, ...]]) -> None:
         """Insert rows in the driver's form, in ``columns`` order."""
@@ -66,10 +73,33 @@ class _BulkWriter:
         cursor = self._conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         try:
             with cursor.copy(self._copy) as copy:
+                if self._types is not None:
+                    copy.set_types(self._types)
                 for row in rows:
                     copy.write_row(row)
         finally:
             cursor.close()
+
+
+def _binary_types(columns: list[sa.Column[Any]]) -> list[str] | None:
+    """The PostgreSQL type each column's values are sent as in a binary COPY, or None (use text)
+    when a column's type is not one the rows are known to hold exactly.
+
+    A binary value is read with the column's own receive function: varchar's and json's read
+    text, so both are sent as text (a row holds JSON already encoded).
+    """
+    types = []
+    for column in columns:
+        kind = column.type
+        if isinstance(kind, sa.Boolean):
+            types.append("bool")
+        elif isinstance(kind, sa.String | sa.JSON):
+            types.append("text")
+        elif isinstance(kind, sa.DateTime | sa.TypeDecorator) and getattr(kind, "timezone", False):
+            types.append("timestamptz")
+        else:
+            return None
+    return types
 
 
 class _Writing:
@@ -148,7 +178,7 @@ def _sqlite_stamp(text: str | None) -> str | None:
     Vapi writes its times one way ("2026-11-26T20:55:55.628Z"), which is cut into that form once
     read as a valid time; anything else goes through a datetime, as the column type would.
     """
-    if not text or (when := _parse_ts(text)) is None:
+    if not text or (when := _aware_ts(text)) is None:
         return None
     if len(text) == 24 and text[23] == "Z" and text[19] == "." and text[10] == "T":
         return f"{text[:10]} {text[11:23]}000"
@@ -164,6 +194,16 @@ def _parse_ts(text: str | None) -> datetime | None:
         return datetime.fromisoformat(text)  # Python 3.11+ reads a trailing "Z" itself
     except ValueError:
         return None
+
+
+def _aware_ts(text: str | None) -> datetime | None:
+    """ISO text as PostgreSQL's binary COPY takes a ``UTCDateTime``: aware. A time given without
+    an offset is read as UTC on both databases (``UTCDateTime`` itself refuses one, and the
+    machine's local time would make the same record differ between hosts)."""
+    when = _parse_ts(text)
+    if when is not None and when.tzinfo is None:
+        return when.replace(tzinfo=UTC)
+    return when
 
 
 def _error_text(exc: BaseException) -> str:

@@ -4,7 +4,6 @@ these check that the shortcuts give exactly what SQLAlchemy's column types would
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import cast
 
 import pytest
@@ -17,7 +16,7 @@ from numsync.adapters.base import SourceRecord
 from numsync.adapters.vapi_model import to_vapi_number
 from numsync.daemon.db import open_database, upgrade
 from numsync.daemon.models import CarrierRecord, Run, VapiRecord
-from numsync.daemon.snapshot import _carrier_row, _parse_ts, _sqlite_stamp, _vapi_row
+from numsync.daemon.snapshot import _BulkWriter, _carrier_row, _parse_ts, _sqlite_stamp, _vapi_row
 
 
 def _general(text: str) -> str | None:
@@ -48,37 +47,43 @@ def test_unreadable_times_are_stored_as_null(text: str | None) -> None:
     assert _sqlite_stamp(text) is None
 
 
-def _insert(session: Session, table: sa.Table, row: tuple[object, ...]) -> None:
-    cols = [c.name for c in table.columns if c.name not in ("id", "raw")]
-    assert len(cols) == len(row)  # the row builders follow the table's column order
-    session.connection().exec_driver_sql(
-        f"INSERT INTO {table.name} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", [row])
-
-
-def test_rows_read_back_as_the_orm_would_have_written_them(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'rows.db'}"
-    upgrade(url)
-    engine = open_database(url)
+def test_rows_read_back_as_the_orm_would_have_written_them(db_url: str) -> None:
+    """Through the writer the snapshot uses: executemany on SQLite, binary COPY on PostgreSQL,
+    where a value of the wrong type or form would fail the copy or read back changed."""
+    upgrade(db_url)
+    engine = open_database(db_url)
     try:
         carrier = SourceRecord(number="+14155550100", e164="+14155550100", carrier_id="PN1", status="active",
                                labels={"country": "US", "note": "\u00fc"}, routing="https://x",
                                routed_elsewhere=False)
+        bare = SourceRecord(number="415 555 0101", e164=None, carrier_id="PN2", routed_elsewhere=True)
         vapi = to_vapi_number({"id": "v1", "provider": "twilio", "number": "+14155550100",
                                "twilioAccountSid": "AC1", "createdAt": "2026-11-26T20:55:55.628Z",
                                "updatedAt": "2026-11-26T21:00:01.005Z", "assistantId": "a"})
+        # A time without an offset is UTC, and a record may hold almost nothing.
+        other = to_vapi_number({"id": "v2", "provider": "byo-phone-number", "name": "Caf\u00e9",
+                                "updatedAt": "2026-11-26T21:00:01"})
         with Session(engine) as session, session.begin():
             session.add(Run(id="r1", seq=1, mode="plan", status="running", started_at=datetime.now(UTC)))
         with Session(engine) as session, session.begin():
-            _insert(session, cast(sa.Table, CarrierRecord.__table__), _carrier_row("r1", "twilio-main", carrier))
-            _insert(session, cast(sa.Table, VapiRecord.__table__),
-                    _vapi_row("r1", vapi, {("twilio", "AC1"): "twilio-main"}, _sqlite_stamp))
+            carriers = _BulkWriter(session, cast(sa.Table, CarrierRecord.__table__))
+            carriers.write([_carrier_row("r1", "twilio-main", carrier), _carrier_row("r1", "twilio-main", bare)])
+            vapis = _BulkWriter(session, cast(sa.Table, VapiRecord.__table__), skip=("raw",))
+            owners = {("twilio", "AC1"): "twilio-main"}
+            vapis.write([_vapi_row("r1", vapi, owners, vapis.stamp), _vapi_row("r1", other, owners, vapis.stamp)])
         with Session(engine) as session:
-            got = session.execute(sa.select(CarrierRecord)).scalar_one()
-            seen = session.execute(sa.select(VapiRecord)).scalar_one()
+            got, got_bare = session.execute(sa.select(CarrierRecord).order_by(CarrierRecord.carrier_id)).scalars()
+            seen, seen_other = session.execute(sa.select(VapiRecord).order_by(VapiRecord.vapi_id)).scalars()
         assert got.labels == {"country": "US", "note": "\u00fc"}
         assert (got.number, got.match_key, got.carrier_id, got.routing) == ("+14155550100", "+14155550100", "PN1",
                                                                            "https://x")
+        assert (got_bare.match_key, got_bare.labels, got_bare.status, got_bare.routed_elsewhere) == (
+            None, None, None, True)
         assert seen.updated_at == datetime(2026, 11, 26, 21, 0, 1, 5000, tzinfo=UTC)
-        assert (seen.match_key, seen.source, seen.routed) == ("+14155550100", "twilio-main", True)
+        assert (seen.match_key, seen.source, seen.routed, seen.created_at) == (
+            "+14155550100", "twilio-main", True, "2026-11-26T20:55:55.628Z")
+        assert seen_other.updated_at == datetime(2026, 11, 26, 21, 0, 1, tzinfo=UTC)
+        assert (seen_other.name, seen_other.number, seen_other.source, seen_other.routed) == (
+            "Caf\u00e9", None, None, False)
     finally:
         engine.dispose()
