@@ -26,6 +26,7 @@ __all__ = [
     "VapiOwner",
     "country_of",
     "to_e164",
+    "without_nul",
 ]
 
 
@@ -290,3 +291,15 @@ def _country_by_parsing(e164: str) -> str | None:
 
 def _letters(region: str | None) -> str | None:
     return region if region and region.isalpha() and region != "ZZ" else None
+
+
+def without_nul(value: Any) -> Any:
+    """``value`` with every U+0000 in its strings (keys too) replaced by U+FFFD, the replacement
+    character: what a database's text can't hold is marked, not dropped."""
+    if isinstance(value, str):
+        return value.replace("\0", "\ufffd")
+    if isinstance(value, Mapping):
+        return {without_nul(k): without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_nul(v) for v in value]
+    return value

@@ -33,6 +33,7 @@ from hypothesis import strategies as st
 
 from numsync.adapters.base import SourceRecord
 from numsync.adapters.byo import ByoSource
+from numsync.adapters.http_util import loads
 from numsync.adapters.telnyx import TelnyxSource
 from numsync.adapters.twilio import TwilioSource
 from numsync.adapters.vapi import VapiClient
@@ -216,6 +217,34 @@ def test_byo_csv_raises_only_numsync_errors(data: bytes, region: str | None) -> 
 
 
 # -- 3. the JSON the adapters parse --------------------------------------------------------------------
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(st.characters(codec="utf-8")),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(st.characters(codec="utf-8")), inner,
+                                                                max_size=4),
+    max_leaves=12,
+)
+
+
+def _marked(value: Any) -> Any:
+    """The reference: ``value`` with U+0000 as U+FFFD, written out plainly."""
+    if isinstance(value, str):
+        return "".join("\ufffd" if ch == "\0" else ch for ch in value)
+    if isinstance(value, dict):
+        return {_marked(k): _marked(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_marked(v) for v in value]
+    return value
+
+
+@given(value=json_values, encoding=st.sampled_from(["utf-8", "utf-16", "text"]))
+@example(value={"name": "front\0desk", "\0": ["\0"]}, encoding="utf-8")
+def test_json_reads_back_with_nul_characters_marked(value: Any, encoding: str) -> None:
+    """What the adapters read never holds U+0000 (PostgreSQL's text can't store it), and holds
+    everything else exactly, whichever decoder reads the body."""
+    text = json.dumps(value)
+    assert loads(text if encoding == "text" else text.encode(encoding)) == _marked(value)
+
+
 class ScriptedEmulator(Emulator):
     """Answers every GET with the next scripted response; the last one repeats."""
 
