@@ -25,8 +25,9 @@ __all__ = [
     "VapiNumber",
     "VapiOwner",
     "country_of",
+    "is_storable",
+    "storable",
     "to_e164",
-    "without_nul",
 ]
 
 
@@ -293,13 +294,24 @@ def _letters(region: str | None) -> str | None:
     return region if region and region.isalpha() and region != "ZZ" else None
 
 
-def without_nul(value: Any) -> Any:
-    """``value`` with every U+0000 in its strings (keys too) replaced by U+FFFD, the replacement
-    character: what a database's text can't hold is marked, not dropped."""
+# What no database's text can hold: U+0000 (PostgreSQL) and a lone surrogate, which JSON's
+# escapes can spell ("\\ud800") and no UTF-8 encoder takes (PostgreSQL and SQLite alike).
+_UNSTORABLE = re.compile("[\\x00\\ud800-\\udfff]")
+
+
+def storable(value: Any) -> Any:
+    """``value`` with every character no database text can hold, in its strings and keys, replaced
+    by U+FFFD, the replacement character: marked, not dropped. One such character in one
+    record failed a whole snapshot."""
     if isinstance(value, str):
-        return value.replace("\0", "\ufffd")
+        return _UNSTORABLE.sub("\ufffd", value)
     if isinstance(value, Mapping):
-        return {without_nul(k): without_nul(v) for k, v in value.items()}
+        return {storable(k): storable(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [without_nul(v) for v in value]
+        return [storable(v) for v in value]
     return value
+
+
+def is_storable(text: str) -> bool:
+    """Whether ``text`` holds none of those characters; a C-level search each, for once per record."""
+    return "\0" not in text and (text.isascii() or _UNSTORABLE.search(text) is None)

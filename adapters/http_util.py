@@ -27,7 +27,7 @@ import orjson
 import requests
 from requests.adapters import HTTPAdapter
 
-from numsync.adapters.base import without_nul
+from numsync.adapters.base import storable
 from numsync.errors import ConfigError
 
 __all__ = [
@@ -47,16 +47,18 @@ def loads(body: bytes | str) -> Any:
     ``json`` reads (UTF-16/32, NaN, integers beyond 64 bits), so answers read exactly as before.
     Raises ValueError when neither can read it.
 
-    A U+0000 in a string (JSON's ``\\u0000``) becomes U+FFFD: no PostgreSQL text column can hold
-    it, and one such record failed every snapshot on PostgreSQL. Looking for the escape in the
-    body is a byte search; only a body that has it is walked.
+    A U+0000 in a string (JSON's ``\\u0000``) becomes U+FFFD (``base.storable``): no PostgreSQL
+    text column can hold it, and one such record failed every snapshot on PostgreSQL. Looking
+    for the escape in the body is a byte search; only a body that has it is walked. So does a
+    lone surrogate (``\\ud800``), which no database can store: orjson refuses it and ``json``
+    reads it, so what ``json`` reads is always walked.
     """
     try:
         value = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return without_nul(json.loads(body))  # rare, and maybe not UTF-8: the search can't tell
+        return storable(json.loads(body))  # rare; maybe not UTF-8, so the search below can't tell
     if (b"\\u0000" in body) if isinstance(body, bytes) else ("\\u0000" in body):
-        return without_nul(value)
+        return storable(value)
     return value
 
 

@@ -23,7 +23,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from numsync.adapters.base import Source, SourceRecord, VapiApi, VapiNumber, to_e164, without_nul
+from numsync.adapters.base import Source, SourceRecord, VapiApi, VapiNumber, is_storable, storable, to_e164
 from numsync.adapters.vapi_model import to_vapi_number
 from numsync.errors import NumsyncError
 
@@ -355,14 +355,18 @@ def _carrier_row(run_id: str, source: str, rec: SourceRecord) -> tuple[Any, ...]
     """One carrier_records row as the driver takes it (labels as JSON text), in the table's column
     order (id is generated).
 
-    A U+0000 in its text becomes U+FFFD, as in the JSON the adapters read (``http_util.loads``):
-    an SDK's own parsing or a CSV file can hold one too, and PostgreSQL refuses it, which failed
-    the whole snapshot. One search over the record's text finds it.
+    Text no database can hold (U+0000, a lone surrogate) becomes U+FFFD, as in the JSON the
+    adapters read (``http_util.loads``): an SDK's own parsing or a CSV file can hold it too, and
+    one such record failed the whole snapshot. One search over the record's text finds it.
     """
-    labels = orjson.dumps(dict(rec.labels)).decode() if rec.labels else None
-    if "\0" in f"{rec.number}{rec.e164}{rec.carrier_id}{rec.status}{rec.routing}" or (
-            labels and "\\u0000" in labels):
-        rec = rec._replace(**{k: without_nul(v) for k, v in rec._asdict().items() if k != "routed_elsewhere"})
+    try:
+        labels = orjson.dumps(dict(rec.labels)).decode() if rec.labels else None
+        clean = is_storable(f"{rec.number}{rec.e164}{rec.carrier_id}{rec.status}{rec.routing}") and not (
+            labels and "\\u0000" in labels)
+    except orjson.JSONEncodeError:  # a lone surrogate in a label
+        clean = False
+    if not clean:
+        rec = rec._replace(**{k: storable(v) for k, v in rec._asdict().items() if k != "routed_elsewhere"})
         labels = orjson.dumps(dict(rec.labels)).decode() if rec.labels else None
     return (
         run_id,

@@ -229,15 +229,16 @@ def test_snapshot_rows_read_back_as_written(tmp_path: Path, db_url: str, vapi: A
     engine.dispose()
 
 
-def test_text_with_a_nul_character_is_stored_marked_instead_of_failing_the_snapshot(
+def test_text_no_database_can_hold_is_stored_marked_instead_of_failing_the_snapshot(
         tmp_path: Path, db_url: str, vapi: Any) -> None:
     """JSON may carry U+0000 and so may a CSV file; PostgreSQL's text can't, and one such value
-    failed every run's snapshot there. It is kept as U+FFFD on both databases."""
+    failed every run's snapshot there (a lone surrogate, on both databases). Each is kept as
+    U+FFFD."""
     emu, server = vapi
     trunk = tmp_path / "t.csv"
     trunk.write_text("number,label\n+14155550100,desk\x00one\n+1415555\x000101,lobby\n")
     rec = emu.add("byo-phone-number", number="+14155550100", credentialId="cred-t", assistantId=ASSISTANT,
-                  name="front\x00desk")
+                  name="front\x00desk\ud800")  # and a lone surrogate, which no database takes
     cfg = make_config(tmp_path, db_url, server.url, f"""
   - name: trunk-t
     kind: byo
@@ -254,7 +255,7 @@ def test_text_with_a_nul_character_is_stored_marked_instead_of_failing_the_snaps
         labels = session.execute(sa.select(CarrierRecord.labels).where(
             CarrierRecord.run_id == out.result.run_id, CarrierRecord.match_key == "+14155550100")).scalar_one()
     engine.dispose()
-    assert (name, labels) == ("front\ufffddesk", {"label": "desk\ufffdone"})
+    assert (name, labels) == ("front\ufffddesk\ufffd", {"label": "desk\ufffdone"})
 
 
 def test_diff_reads_records_in_batches_of_keys(
