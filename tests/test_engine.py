@@ -63,6 +63,16 @@ reports:
     return parse_config(text, origin="test.yaml", base_dir=tmp_path, env={})
 
 
+def byo_source(name: str, numbers_file: Path, credential: str) -> str:
+    """One trunk source, as make_config's ``sources`` takes it."""
+    return f"""
+  - name: {name}
+    kind: byo
+    numbers_file: {numbers_file}
+    vapi_credential_id: {credential}
+"""
+
+
 def findings_of(report: dict[str, Any]) -> set[tuple[str, str | None, str | None]]:
     return {(f["kind"], f["number"], f["source"]) for f in report["findings"]}
 
@@ -80,12 +90,7 @@ def test_vapi_side_findings_are_exactly_the_seeded_ones(tmp_path: Path, db_url: 
     fresh = emu.add("vapi", sipUri="sip:fresh@sip.vapi.ai", status="activating", assistantId=ASSISTANT)
     dup_a = emu.add("vapi", number="+14155550199", assistantId=ASSISTANT)
     dup_b = emu.add("vapi", number="+14155550199", assistantId=ASSISTANT)
-    cfg = make_config(tmp_path, db_url, server.url, f"""
-  - name: trunk-a
-    kind: byo
-    numbers_file: {trunk}
-    vapi_credential_id: cred-trunk
-""")
+    cfg = make_config(tmp_path, db_url, server.url, byo_source("trunk-a", trunk, "cred-trunk"))
     out = run_once(cfg, mode="plan")
     assert findings_of(out.report) == {
         ("blocked", "+14155550101", "trunk-a"),
@@ -173,12 +178,7 @@ def test_first_seen_at_persists_and_resolves(tmp_path: Path, db_url: str, vapi: 
     emu, server = vapi
     trunk = write_csv(tmp_path / "t.csv", ["+14155550100"])
     rec = emu.add("byo-phone-number", number="+14155550100", credentialId="cred-t")  # unrouted
-    cfg = make_config(tmp_path, db_url, server.url, f"""
-  - name: trunk-t
-    kind: byo
-    numbers_file: {trunk}
-    vapi_credential_id: cred-t
-""")
+    cfg = make_config(tmp_path, db_url, server.url, byo_source("trunk-t", trunk, "cred-t"))
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     first = run_once(cfg, mode="plan", clock=lambda: t0)
     assert first.report["findings"][0]["first_seen_at"] == "2026-01-01T00:00:00.000Z"
@@ -208,12 +208,7 @@ def test_snapshot_rows_read_back_as_written(tmp_path: Path, db_url: str, vapi: A
     trunk = write_csv(tmp_path / "t.csv", ["+14155550100"])
     rec = emu.add("byo-phone-number", number="+14155550100", credentialId="cred-t", assistantId=ASSISTANT,
                   updatedAt="2026-01-02T03:04:05.678Z", name="front desk")
-    cfg = make_config(tmp_path, db_url, server.url, f"""
-  - name: trunk-t
-    kind: byo
-    numbers_file: {trunk}
-    vapi_credential_id: cred-t
-""")
+    cfg = make_config(tmp_path, db_url, server.url, byo_source("trunk-t", trunk, "cred-t"))
     out = run_once(cfg, mode="plan")
     engine = make_engine(db_url)
     with sa.orm.Session(engine) as session:
@@ -239,12 +234,7 @@ def test_text_no_database_can_hold_is_stored_marked_instead_of_failing_the_snaps
     trunk.write_text("number,label\n+14155550100,desk\x00one\n+1415555\x000101,lobby\n")
     rec = emu.add("byo-phone-number", number="+14155550100", credentialId="cred-t", assistantId=ASSISTANT,
                   name="front\x00desk\ud800")  # and a lone surrogate, which no database takes
-    cfg = make_config(tmp_path, db_url, server.url, f"""
-  - name: trunk-t
-    kind: byo
-    numbers_file: {trunk}
-    vapi_credential_id: cred-t
-""")
+    cfg = make_config(tmp_path, db_url, server.url, byo_source("trunk-t", trunk, "cred-t"))
     out = run_once(cfg, mode="plan")
     assert out.result.error is None
     assert findings_of(out.report) == {("invalid_number", "+1415555\ufffd0101", "trunk-t")}
@@ -340,12 +330,7 @@ def test_a_snapshot_write_that_fails_fails_the_run_and_leaves_no_rows(tmp_path: 
     for i in range(5000):
         emu.add("byo-phone-number", number=f"+1415555{i:04d}", credentialId="cred-a", assistantId=ASSISTANT)
     numbers = write_csv(tmp_path / "a.csv", [f"+1415555{i:04d}" for i in range(9000)])
-    cfg = make_config(tmp_path, sqlite_url, server.url, f"""
-  - name: trunk-a
-    kind: byo
-    numbers_file: {numbers}
-    vapi_credential_id: cred-a
-""")
+    cfg = make_config(tmp_path, sqlite_url, server.url, byo_source("trunk-a", numbers, "cred-a"))
     engine = make_engine(sqlite_url)
     try:
         upgrade(sqlite_url, engine)
