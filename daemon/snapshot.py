@@ -331,6 +331,9 @@ def _vapi_row(run_id: str, rec: VapiNumber, owners: dict[tuple[str, str], str],
 
     Values are cut to their columns (PostgreSQL refuses an over-long one and fails the run);
     inline, because this runs once per Vapi record (``s[:n]`` is ``s`` itself when it fits).
+    Their text is storable already, unlike a carrier row's (``_carrier_row``): the Vapi client's
+    JSON decoding (``http_util.loads``) marks what no database holds, for a byte search per page
+    where a check here would cost the critical listing a search per record.
     """
     account = rec.account
     name = rec.name
