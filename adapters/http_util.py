@@ -47,11 +47,10 @@ def loads(body: bytes | str) -> Any:
     ``json`` reads (UTF-16/32, NaN, integers beyond 64 bits), so answers read exactly as before.
     Raises ValueError when neither can read it.
 
-    A U+0000 in a string (JSON's ``\\u0000``) becomes U+FFFD (``base.storable``): no PostgreSQL
-    text column can hold it, and one such record failed every snapshot on PostgreSQL. Looking
-    for the escape in the body is a byte search; only a body that has it is walked. So does a
-    lone surrogate (``\\ud800``), which no database can store: orjson refuses it and ``json``
-    reads it, so what ``json`` reads is always walked.
+    Text no database can store becomes U+FFFD (``base.storable``): one such value failed every
+    snapshot. U+0000 (JSON's ``\\u0000``; PostgreSQL refuses it) is found by a byte search, so
+    only a body that has it is walked. A lone surrogate (``\\ud800``; no UTF-8 encoder takes it)
+    makes orjson refuse the body, so what ``json`` reads is always walked.
     """
     try:
         value = orjson.loads(body)

@@ -27,7 +27,7 @@ from numsync.adapters.base import Source, SourceRecord, VapiApi, VapiNumber, is_
 from numsync.adapters.vapi_model import to_vapi_number
 from numsync.errors import NumsyncError
 
-from .models import CarrierRecord, VapiRecord
+from .models import CarrierRecord, UTCDateTime, VapiRecord
 from .workers import Job, run_in_processes, run_in_threads
 
 __all__ = ["SnapshotResult", "SourceOutcome", "take_snapshot", "vapi_match_key"]
@@ -95,7 +95,7 @@ def _binary_types(columns: list[sa.Column[Any]]) -> list[str] | None:
             types.append("bool")
         elif isinstance(kind, sa.String | sa.JSON):
             types.append("text")
-        elif isinstance(kind, sa.DateTime | sa.TypeDecorator) and getattr(kind, "timezone", False):
+        elif isinstance(kind, UTCDateTime):  # its values are aware datetimes (``stamp``)
             types.append("timestamptz")
         else:
             return None
@@ -369,7 +369,7 @@ def _carrier_row(run_id: str, source: str, rec: SourceRecord) -> tuple[Any, ...]
     except orjson.JSONEncodeError:  # a lone surrogate in a label
         clean = False
     if not clean:
-        rec = rec._replace(**{k: storable(v) for k, v in rec._asdict().items() if k != "routed_elsewhere"})
+        rec = rec._make(storable(list(rec)))
         labels = orjson.dumps(dict(rec.labels)).decode() if rec.labels else None
     return (
         run_id,
