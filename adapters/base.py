@@ -180,7 +180,6 @@ class VapiNumber(NamedTuple):
     e164_check: bool  # False only for byo records imported with numberE164CheckEnabled=false
     created_at: str | None
     updated_at: str | None
-    raw: Mapping[str, Any]  # the record, secrets already removed
 
 
 class VapiApi(Protocol):
@@ -194,6 +193,10 @@ class VapiApi(Protocol):
         transform: Callable[[dict[str, Any]], Any] | None = None,
     ) -> Iterator[Any]:
         """Every record (through ``transform``) exactly once, though pages are refetched."""
+        ...
+
+    def iter_numbers(self, *, progress: Callable[[int, int], None] | None = None) -> Iterator[VapiNumber]:
+        """Every record exactly once, read as a ``VapiNumber``."""
         ...
 
     # The last listing's createdAt bound: records created from then on were not in it (None: Vapi

@@ -6,7 +6,8 @@ offset, and offsets shift. (2) Writes that are never retried blindly; Vapi has n
 key, so a create that timed out is reported as *in doubt* (``InDoubtError``) for the engine to
 resolve by looking the number up. (3) Secrets that never leave the client; Vapi echoes
 ``twilioAuthToken`` / ``twilioApiSecret`` in its responses, so every record passes through
-``redact_record``'s scrub before anyone else sees it.
+``redact_record``'s scrub before anyone else sees it (the snapshot's listing, ``iter_numbers``,
+decodes only the fields it reads, so there a secret never becomes a Python object at all).
 
 Layering, as in httpx: public methods -> the paginator (``_iter``, ``_page``) -> the retry layer
 (``_call``) -> ``_request``, the one function that touches ``httpx.Client``; the rate limiter
@@ -60,7 +61,9 @@ from numsync.errors import (
 )
 from numsync.redaction import is_secret_key
 
+from .base import VapiNumber
 from .http_util import default_tls_verify, loads, parse_retry_after, ssl_context_with_extra_ca
+from .vapi_model import read_listing_page, to_vapi_number
 
 __all__ = ["MAX_ROUNDS", "SECRET_FIELDS", "VapiClient", "VapiStats", "redact_record"]
 
@@ -276,6 +279,12 @@ class VapiClient:
             raise ValueError("sort_order must be 'ASC' or 'DESC'")
         return self._iter(sort_order, progress, transform)
 
+    def iter_numbers(self, *, progress: Progress | None = None) -> Iterator[VapiNumber]:
+        """Every Vapi phone number exactly once, as ``iter_records(transform=to_vapi_number)``
+        gives it, read from each page's JSON without building the record first (the snapshot's
+        listing: ``vapi_model.read_listing_page``)."""
+        return self._iter("ASC", progress, to_vapi_number, numbers=True)
+
     def get(self, id: str) -> dict[str, Any]:
         payload = self._call("GET", f"/phone-number/{quote(id, safe='')}", operation="get phone number")
         return self._checked(payload, "returned by get")
@@ -351,7 +360,8 @@ class VapiClient:
         self.close()
 
     # -- the paginator ----------------------------------------------------------------------------
-    def _iter(self, sort_order: str, progress: Progress | None, transform: Transform | None) -> Iterator[Any]:
+    def _iter(self, sort_order: str, progress: Progress | None, transform: Transform | None, *,
+              numbers: bool = False) -> Iterator[Any]:
         size = self._cfg.page_size
         newest, total = self._page({"limit": 1, "sortOrder": "DESC"}, 0)
         if not newest:
@@ -372,13 +382,14 @@ class VapiClient:
         try:
             for round_no in range(1, MAX_ROUNDS + 1):
                 self.stats.add(rounds=1, refetched_pages=len(wanted) if round_no > 1 else 0)
-                for page, page_total, records in self._fetch_pages(pool, wanted, params):
+                for page, page_total, records in self._fetch_pages(pool, wanted, params, numbers):
                     reported[page] = page_total
                     smallest = min(smallest, page_total)
                     for record in records:
-                        if record["id"] not in seen:
-                            seen.add(record["id"])
-                            yield transform(record) if transform else record
+                        rid = record.id if numbers else record["id"]
+                        if rid not in seen:
+                            seen.add(rid)
+                            yield record if numbers or not transform else transform(record)
                     if progress:
                         progress(len(seen), max(smallest, len(seen)))
                 wanted = [p for p in range(1, math.ceil(smallest / size) + 1) if reported.get(p) != smallest]
@@ -391,8 +402,8 @@ class VapiClient:
         yield from self._keyset_scan(bound, seen, progress, transform)
 
     def _fetch_pages(
-        self, pool: ThreadPoolExecutor, pages: Iterable[int], params: dict[str, Any]
-    ) -> Iterator[tuple[int, int, list[dict[str, Any]]]]:
+        self, pool: ThreadPoolExecutor, pages: Iterable[int], params: dict[str, Any], numbers: bool
+    ) -> Iterator[tuple[int, int, list[Any]]]:
         """Pages in order, fetched concurrently, with at most a small window held in memory.
 
         Worker threads only do HTTP; the JSON is decoded and checked here, in the caller's
@@ -412,7 +423,7 @@ class VapiClient:
             page, future = window.popleft()
             response = future.result()
             submit()
-            records, total = self._read_page(response, page)
+            records, total = self._read_numbers(response, page) if numbers else self._read_page(response, page)
             yield page, total, records
 
     def _keyset_scan(self, bound: str | None, seen: set[str], progress: Progress | None,
@@ -451,6 +462,16 @@ class VapiClient:
         response: httpx.Response = self._call("GET", _LIST_PATH, operation=_LIST_OP, params=params, parse=False)
         self.stats.add(pages=1)
         return response
+
+    def _read_numbers(self, response: httpx.Response, page: int) -> tuple[list[VapiNumber], int]:
+        """A listing page as numbers: the direct reader when it vouches for the page, else the
+        general one, which also names what is wrong."""
+        if "json" in response.headers.get("content-type", "").lower():
+            read = read_listing_page(response.content)
+            if read is not None:
+                return read
+        records, total = self._read_page(response, page)
+        return [to_vapi_number(record) for record in records], total
 
     def _read_page(self, response: httpx.Response, page: int) -> tuple[list[dict[str, Any]], int]:
         payload = self._json(response, "GET", _LIST_PATH, _LIST_OP)

@@ -6,7 +6,10 @@ fixed here and nowhere else.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, NoReturn
+
+import msgspec
 
 from numsync.errors import ProtocolError
 
@@ -15,7 +18,7 @@ if TYPE_CHECKING:
 
 from .base import VapiNumber, VapiOwner
 
-__all__ = ["CARRIER_PROVIDERS", "owner_account", "owner_for", "to_vapi_number", "unchecked_forms"]
+__all__ = ["CARRIER_PROVIDERS", "owner_account", "owner_for", "read_listing_page", "to_vapi_number", "unchecked_forms"]
 
 # Fields the engine reads as text; anything else in them means the record cannot be trusted.
 _TEXT_FIELDS = ("number", "sipUri", "status", "name", "twilioAccountSid", "credentialId", "createdAt", "updatedAt")
@@ -71,8 +74,92 @@ def to_vapi_number(record: dict[str, Any]) -> VapiNumber:
         not (provider == "byo-phone-number" and get("numberE164CheckEnabled") is False),  # e164_check
         created,
         updated,
-        record,
     )
+
+
+class _Server(msgspec.Struct, gc=False):
+    url: Any = None  # its headers may hold webhook credentials: not decoded
+
+
+class _Listed(msgspec.Struct, gc=False):
+    """What ``to_vapi_number`` reads of a listed record, typed as it checks it; nothing else is
+    decoded, so a record's secrets never become Python objects on this path."""
+
+    id: str
+    provider: str
+    createdAt: str
+    number: str | None = None
+    sipUri: str | None = None
+    status: str | None = None
+    name: str | None = None
+    twilioAccountSid: str | None = None
+    credentialId: str | None = None
+    updatedAt: str | None = None
+    assistantId: Any = None  # read for its truth, as to_vapi_number does
+    squadId: Any = None
+    workflowId: Any = None
+    server: _Server | None = None  # anything but an object or null: the general reader's case
+    numberE164CheckEnabled: Any = None
+
+
+class _Metadata(msgspec.Struct, gc=False):
+    totalItems: int
+
+
+class _ListingPage(msgspec.Struct, gc=False):
+    results: list[_Listed]
+    metadata: _Metadata
+
+
+_LISTING_PAGE = msgspec.json.Decoder(_ListingPage)
+
+
+def read_listing_page(body: bytes) -> tuple[list[VapiNumber], int] | None:
+    """A listing page's numbers and its ``totalItems``, read straight from the JSON; None when this
+    reader cannot vouch for the page, and the general one (parse, check, redact, ``to_vapi_number``)
+    must read it and name what is wrong.
+
+    Why a second reader: the general one builds a dict per record, redacts it and reads it again,
+    about 12 us a record, and the Vapi listing is a run's critical path; this one decodes only the
+    fields read into typed slots in C, about 1.5 us. It returns exactly what the general reader
+    would (a property test holds the two together); whatever it is unsure of (a wrong type, a
+    value out of range, U+0000 or a lone surrogate, which the general reader marks, a body that
+    is not UTF-8) it hands over whole.
+    """
+    if b"\\u0000" in body:
+        return None
+    try:
+        page = _LISTING_PAGE.decode(body)
+    except (msgspec.MsgspecError, ValueError):  # ValueError: not UTF-8
+        return None
+    total = page.metadata.totalItems
+    if not 0 <= total <= 10**8:
+        return None
+    numbers = []
+    for rec in page.results:
+        rid, provider, created, number, server = rec.id, rec.provider, rec.createdAt, rec.number, rec.server
+        if not rid or len(rid) > 64 or not provider or not created:
+            return None
+        try:
+            datetime.fromisoformat(created)
+        except ValueError:
+            return None
+        if number:
+            number = number.strip()
+        numbers.append(VapiNumber(
+            rid,
+            provider,
+            number or None,
+            rec.sipUri or None,
+            rec.status,
+            rec.name,
+            _account_of(provider, rec.twilioAccountSid, rec.credentialId),
+            bool(rec.assistantId or rec.squadId or rec.workflowId or (server and server.url)),
+            not (provider == "byo-phone-number" and rec.numberE164CheckEnabled is False),
+            created,
+            rec.updatedAt,
+        ))
+    return numbers, total
 
 
 def unchecked_forms(e164: str) -> tuple[str, ...]:

@@ -98,7 +98,7 @@ def _vapi(number: str | None, source: str | None, *, provider: str | None = None
         _, provider, account = SOURCES[source]
     assert provider is not None
     stamp = updated.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-    return VapiNumber(str(uuid.uuid4()), provider, number, sip, status, None, account, routed, True, stamp, stamp, {})
+    return VapiNumber(str(uuid.uuid4()), provider, number, sip, status, None, account, routed, True, stamp, stamp)
 
 
 def vapi_rows(n: int) -> Iterator[VapiNumber]:

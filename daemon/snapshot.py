@@ -24,7 +24,6 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from numsync.adapters.base import Source, SourceRecord, VapiApi, VapiNumber, is_storable, storable, to_e164
-from numsync.adapters.vapi_model import to_vapi_number
 from numsync.errors import NumsyncError
 
 from .models import CarrierRecord, UTCDateTime, VapiRecord
@@ -289,14 +288,14 @@ Row = tuple[Any, ...]
 
 def _vapi_job(vapi: VapiApi, run_id: str, owners: dict[tuple[str, str], str],
               stamp: Callable[[str | None], Any]) -> Iterator[tuple[str, Any]]:
-    """Vapi's records as finished rows (``iter_records`` gives each record once)."""
+    """Vapi's records as finished rows (``iter_numbers`` gives each record once)."""
     said: list[tuple[int, int]] = []
 
     def vapi_progress(done: int, total: int) -> None:
         said.append((done, total))
 
     rows: list[Row] = []
-    for rec in vapi.iter_records(progress=vapi_progress, transform=to_vapi_number):
+    for rec in vapi.iter_numbers(progress=vapi_progress):
         rows.append(_vapi_row(run_id, rec, owners, stamp))
         if said:
             if rows:

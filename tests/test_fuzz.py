@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 from hypothesis import HealthCheck, event, example, given, note, settings
@@ -37,7 +38,7 @@ from numsync.adapters.http_util import loads
 from numsync.adapters.telnyx import TelnyxSource
 from numsync.adapters.twilio import TwilioSource
 from numsync.adapters.vapi import VapiClient
-from numsync.adapters.vapi_model import to_vapi_number
+from numsync.adapters.vapi_model import read_listing_page, to_vapi_number
 from numsync.adapters.vonage import VonageSource
 from numsync.app import run_once
 from numsync.config import (
@@ -49,7 +50,7 @@ from numsync.config import (
     parse_config,
     schema,
 )
-from numsync.errors import ConfigError, NumsyncError
+from numsync.errors import ConfigError, NumsyncError, ProtocolError
 from numsync.sandbox.server import Emulator, EmulatorServer, Request, Response
 from numsync.sandbox.vonage import make_tls
 
@@ -396,10 +397,85 @@ def test_vapi_listing_raises_only_numsync_errors(servers: Servers, script: list[
     cfg = VapiConfig(api_key="k", base_url=servers.plain_url, page_size=10, max_attempts=2, backoff_base=0,
                      max_retry_after=0, requests_per_second=0, max_concurrency=2, timeout=5)
     with VapiClient(cfg) as client:
-        out = only_numsync_errors(lambda: list(client.iter_records(transform=to_vapi_number)))
-    for rec in out or []:
-        assert isinstance(rec.id, str) and isinstance(rec.provider, str)
-        assert SECRET not in json.dumps(rec.raw, default=str)  # Vapi echoes secrets; the client drops them
+        listed = only_numsync_errors(lambda: list(client.iter_records(transform=to_vapi_number)))
+        servers.plain.load(script)
+        read = only_numsync_errors(lambda: list(client.iter_numbers()))  # the snapshot's listing
+    for out in (listed, read):
+        for rec in out or []:
+            assert isinstance(rec.id, str) and isinstance(rec.provider, str)
+            assert SECRET not in repr(rec)  # Vapi echoes secrets; the client drops them
+
+
+GOOD = {"id": "7f8e5a52-2b1f-4c3e-9d6a-1a2b3c4d5e6f", "provider": "byo-phone-number",
+        "createdAt": "2024-01-01T00:00:00.000Z", "updatedAt": "2024-01-01T00:00:00.000Z",
+        "number": "+14155550100", "credentialId": "cred-f", "status": "active", "assistantId": "asst-1"}
+
+
+# The direct listing reader against the general one: valid pages (which it must read itself),
+# and near-valid ones (which it must read alike or hand over).
+_clean_text = st.text(alphabet=st.characters(blacklist_characters="\0"), max_size=20)
+_valid_vapi_records = st.fixed_dictionaries(
+    {"id": st.uuids().map(str), "createdAt": st.sampled_from(["2024-01-01T00:00:00.000Z", "2024-02-29T12:00:00+00:00"]),
+     "provider": st.sampled_from(["twilio", "telnyx", "vonage", "vapi", "byo-phone-number"])},
+    optional={"updatedAt": st.sampled_from(["2024-01-01T00:00:00.000Z", "2024-01-01", None]),
+              "number": st.one_of(st.none(), st.sampled_from(["+14155550100", " +14155550101 ", "", "  "]),
+                                  _clean_text),
+              "status": st.sampled_from(["active", "blocked", "activating", None]),
+              "name": st.one_of(st.none(), _clean_text),
+              "sipUri": st.sampled_from(["sip:a@sip.vapi.ai", "", None]),
+              "assistantId": st.sampled_from(["asst-1", "", None, 0, 1, [], {"a": 1}]),
+              "squadId": st.sampled_from(["squad-1", None]), "workflowId": st.sampled_from(["wf-1", None]),
+              "server": st.one_of(st.none(), st.fixed_dictionaries(
+                  {}, optional={"url": st.sampled_from(["", "https://x", None]), "headers": st.just({"a": SECRET})})),
+              "credentialId": st.sampled_from(["cred-a", None]),
+              "twilioAccountSid": st.sampled_from(["AC" + "1" * 32, None]),
+              "twilioAuthToken": st.just(SECRET), "numberE164CheckEnabled": st.sampled_from([True, False, None, 0]),
+              "orgId": _clean_text, "smsEnabled": st.booleans()},
+)
+_valid_vapi_pages = st.fixed_dictionaries(
+    {"results": st.lists(_valid_vapi_records, max_size=5), "metadata": st.fixed_dictionaries(
+        {"totalItems": st.integers(0, 10**8)}, optional={"itemsPerPage": st.integers(0, 10)})})
+
+
+def _read_both(body: bytes) -> tuple[Any, Any]:
+    """(the direct reader's answer, the general reader's numbers and total or its ProtocolError)."""
+    response = httpx.Response(200, content=body, headers={"content-type": "application/json; charset=utf-8"})
+    with VapiClient(VapiConfig(api_key="k", base_url="http://127.0.0.1:9")) as client:  # sends nothing
+        try:
+            records, total = client._read_page(response, 1)
+            general: Any = ([to_vapi_number(r) for r in records], total)
+        except ProtocolError as exc:
+            general = exc
+    return read_listing_page(body), general
+
+
+@settings(FUZZ, max_examples=150)
+@given(page=_valid_vapi_pages, ascii_only=st.booleans())
+def test_the_direct_listing_reader_reads_every_valid_page_as_the_general_one(page: Any, ascii_only: bool) -> None:
+    direct, general = _read_both(json.dumps(page, ensure_ascii=ascii_only).encode())
+    assert direct is not None, "a valid page went the slow way"
+    assert direct == general
+
+
+@settings(FUZZ, max_examples=300)
+@given(page=vapi_pages, ascii_only=st.booleans())
+@example(page={"results": [{**GOOD, "name": "front\0desk"}], "metadata": {"totalItems": 1}}, ascii_only=True)
+@example(page={"results": [{**GOOD, "name": "\ud800"}], "metadata": {"totalItems": 1}}, ascii_only=True)
+@example(page={"results": [{**GOOD, "id": "x" * 65}], "metadata": {"totalItems": 1}}, ascii_only=True)
+@example(page={"results": [{**GOOD, "id": ""}], "metadata": {"totalItems": 1}}, ascii_only=True)
+@example(page={"results": [], "metadata": {"totalItems": 2.0}}, ascii_only=True)
+@example(page={"results": [], "metadata": {"totalItems": True}}, ascii_only=True)
+@example(page={"results": [], "metadata": {"totalItems": -1}}, ascii_only=True)
+@example(page={"results": [{**GOOD, "assistantId": None, "server": {"url": 10**30}}], "metadata": {"totalItems": 1}},
+         ascii_only=True)
+@example(page={"results": [{**GOOD, "assistantId": None, "server": "https://x"}], "metadata": {"totalItems": 1}},
+         ascii_only=True)
+def test_the_direct_listing_reader_reads_any_page_as_the_general_one_or_hands_it_over(page: Any,
+                                                                                     ascii_only: bool) -> None:
+    direct, general = _read_both(json.dumps(page, ensure_ascii=ascii_only).encode())
+    event("direct" if direct is not None else "handed over")
+    if direct is not None:
+        assert direct == general
 
 
 def _carrier(kind: str, servers: Servers, **over: Any) -> tuple[ScriptedEmulator, Any]:
@@ -438,10 +514,6 @@ def _no_secret(exc: NumsyncError) -> None:
 
 
 # -- 4. the engine, fed Vapi records with fields of the wrong type -----------------------------------
-GOOD = {"id": "7f8e5a52-2b1f-4c3e-9d6a-1a2b3c4d5e6f", "provider": "byo-phone-number",
-        "createdAt": "2024-01-01T00:00:00.000Z", "updatedAt": "2024-01-01T00:00:00.000Z",
-        "number": "+14155550100", "credentialId": "cred-f", "status": "active", "assistantId": "asst-1"}
-
 
 def _vapi_envelope(records: list[dict[str, Any]]) -> bytes:
     return json.dumps({"results": records, "metadata": {"totalItems": len(records)}}).encode()
