@@ -36,6 +36,7 @@ from numsync.adapters.base import SourceRecord
 from numsync.adapters.byo import ByoSource
 from numsync.adapters.http_util import loads
 from numsync.adapters.telnyx import TelnyxSource
+from numsync.adapters.telnyx import _read_listing as telnyx_read_listing
 from numsync.adapters.twilio import TwilioSource
 from numsync.adapters.vapi import VapiClient
 from numsync.adapters.vapi_model import read_listing_page, to_vapi_number
@@ -476,6 +477,151 @@ def test_the_direct_listing_reader_reads_any_page_as_the_general_one_or_hands_it
     event("direct" if direct is not None else "handed over")
     if direct is not None:
         assert direct == general
+
+
+_valid_telnyx_records = st.fixed_dictionaries(
+    {"id": st.integers(0, 10**18).map(str), "phone_number": st.sampled_from(["+14155550100", "+442071234567", ""])},
+    optional={"status": st.sampled_from(["active", "pending", None]), "record_type": st.just("phone_number"),
+              "connection_id": st.sampled_from(["111", "", None]), "connection_name": st.sampled_from(["x", None]),
+              "tags": st.lists(_clean_text, max_size=3), "country_iso_alpha2": st.sampled_from(["US", None]),
+              "customer_reference": st.one_of(st.none(), _clean_text), "purchased_at": st.just("2024-01-01T00:00:00Z"),
+              "emergency_enabled": st.booleans()},
+)
+_valid_telnyx_pages = st.integers(1, 3).flatmap(lambda n: st.fixed_dictionaries({
+    "data": st.lists(_valid_telnyx_records, max_size=5),
+    "meta": st.fixed_dictionaries({"page_number": st.just(n), "total_pages": st.integers(0, 10**8),
+                                   "total_results": st.integers(0, 10**8)}, optional={"page_size": st.integers(1, 5)}),
+}))
+
+
+def _telnyx_reads(body: bytes, page: int) -> tuple[Any, Any]:
+    """(the direct page reader's records and paging numbers, the general one's), each as the
+    SourceRecords the listing makes of them, or the ProtocolError's text."""
+    src = TelnyxSource(TelnyxSourceConfig(name="t", kind="telnyx", api_key="k", vapi_credential_id="c",
+                                          base_url="http://127.0.0.1:9"))  # sends nothing
+    headers = httpx.Headers({"content-type": "application/json"})
+    out = []
+    try:
+        for parse in (src._parse_page, src._parse_page_general):
+            try:
+                data, numbers = parse(body, headers, page)
+                out.append(([src._record(item) for item in data], numbers))
+            except ProtocolError as exc:
+                out.append(str(exc))
+    finally:
+        src.close()
+    return out[0], out[1]
+
+
+@settings(FUZZ, max_examples=150)
+@given(page=_valid_telnyx_pages, ascii_only=st.booleans())
+def test_the_telnyx_direct_page_reader_reads_every_valid_page_as_the_general_one(page: Any, ascii_only: bool) -> None:
+    body = json.dumps(page, ensure_ascii=ascii_only).encode()
+    assert telnyx_read_listing(body) is not None, "a valid page went the slow way"
+    direct, general = _telnyx_reads(body, page["meta"]["page_number"])
+    assert direct == general
+
+
+@settings(FUZZ, max_examples=300)
+@given(page=telnyx_pages, number=st.integers(0, 3), ascii_only=st.booleans())
+@example(page={"data": [{"id": "1", "phone_number": "+1415555\0"}], "meta": {"page_number": 1, "total_pages": 1,
+                                                                            "total_results": 1}},
+         number=1, ascii_only=True)
+@example(page={"data": [{"id": "1", "phone_number": "\udc00"}], "meta": {"page_number": 1, "total_pages": 1,
+                                                                         "total_results": 1}},
+         number=1, ascii_only=True)
+@example(page={"data": [], "meta": {"page_number": 1.0, "total_pages": 1, "total_results": 0}},
+         number=1, ascii_only=True)
+@example(page={"data": [], "meta": {"page_number": 1, "total_pages": 10**9, "total_results": 0}},
+         number=1, ascii_only=True)
+@example(page={"data": [], "meta": {"page_number": 1, "total_pages": 1, "total_results": -1}},
+         number=1, ascii_only=True)
+@example(page={"data": [], "meta": {"page_number": 1, "total_pages": 1, "total_results": True}},
+         number=1, ascii_only=True)
+@example(page={"data": [], "meta": {"page_number": 1, "total_pages": 1, "total_results": "3"}},
+         number=1, ascii_only=True)
+@example(page={"data": [{"id": "0"}, {"id": 10**30, "connection_id": 5}], "meta": {"page_number": 0, "total_pages": 0,
+                                                                             "total_results": 0}},
+         number=0, ascii_only=False)  # orjson reads 10**30 as 1e+30, msgspec as the integer
+@example(page={"data": [{"id": "1", "connection_id": 10**30}],
+               "meta": {"page_number": 1, "total_pages": 1, "total_results": 1}}, number=1, ascii_only=True)
+@example(page={"data": [{"id": "1", "tags": [10**30]}],
+               "meta": {"page_number": 1, "total_pages": 1, "total_results": 1}}, number=1, ascii_only=True)
+@example(page={"data": [{"id": 10**30, "tags": [1e400]}], "meta": {"page_number": 1, "total_pages": 1,
+                                                                  "total_results": True}},
+         number=1, ascii_only=True)
+def test_the_telnyx_direct_page_reader_reads_any_page_as_the_general_one(page: Any, number: int,
+                                                                         ascii_only: bool) -> None:
+    direct, general = _telnyx_reads(json.dumps(page, ensure_ascii=ascii_only).encode(), number)
+    assert direct == general
+
+
+_valid_twilio_records = st.fixed_dictionaries(
+    {"sid": st.integers(0, 99).map(lambda i: f"PN{i:032x}"), "phone_number": st.sampled_from(["+14155550100", "+1"])},
+    optional={"account_sid": st.just("AC" + "1" * 32), "status": st.sampled_from(["in-use", None]),
+              "voice_url": st.sampled_from(["", "https://api.vapi.ai/twilio/inbound_call", "https://x", None]),
+              "voice_application_sid": st.sampled_from(["AP1", "", None]), "trunk_sid": st.sampled_from(["TK1", None]),
+              "friendly_name": st.one_of(st.none(), _clean_text), "capabilities": st.just({"voice": True}),
+              "date_created": st.just("Mon, 01 Jan 2024 00:00:00 +0000"), "beta": st.booleans()},
+)
+_valid_twilio_pages = st.fixed_dictionaries(
+    {"incoming_phone_numbers": st.lists(_valid_twilio_records, max_size=5)},
+    optional={"next_page_uri": st.sampled_from([None, "", "/2010-04-01/Accounts/AC1/IncomingPhoneNumbers.json?Page=1"
+                                                "&PageToken=PA1"]),
+              "page": st.integers(0, 3), "page_size": st.integers(1, 5), "uri": st.just("/x"), "start": st.just(0),
+              "end": st.just(0), "first_page_uri": st.just("/x"), "previous_page_uri": st.none()},
+)
+
+
+def _twilio_reads(text: str) -> tuple[Any, Any]:
+    """What the listing makes of one page (its records and the next page's URL, or the error),
+    read by the direct reader and by ``Page``'s reading of the whole body."""
+    from twilio.http.response import Response as TwilioResponse
+
+    from numsync.adapters.twilio import _RecordsPage
+
+    class Whole(_RecordsPage):
+        @classmethod
+        def process_response(cls, response: Any) -> Any:
+            return loads(response.text)
+
+    src = TwilioSource(TwilioSourceConfig(name="t", kind="twilio", account_sid="AC" + "1" * 32, auth_token=SECRET))
+    out = []
+    try:
+        for page_class in (_RecordsPage, Whole):
+            try:
+                page = page_class(src._client.api.v2010, TwilioResponse(200, text), {})
+                out.append(([src._record(item, {}) for item in page], page.next_page_url))
+            except Exception as exc:
+                out.append(f"{type(exc).__name__}: {exc}")
+    finally:
+        src.close()
+    return out[0], out[1]
+
+
+@settings(FUZZ, max_examples=150)
+@given(page=_valid_twilio_pages, ascii_only=st.booleans())
+def test_the_twilio_direct_page_reader_reads_every_valid_page_as_page_does(page: Any, ascii_only: bool) -> None:
+    from numsync.adapters.twilio import _LISTING
+
+    text = json.dumps(page, ensure_ascii=ascii_only)
+    _LISTING.decode(text)  # a valid page is read directly (this raises if not)
+    direct, whole = _twilio_reads(text)
+    assert direct == whole
+
+
+@settings(FUZZ, max_examples=300)
+@given(page=twilio_pages, ascii_only=st.booleans())
+@example(page={"incoming_phone_numbers": [{"sid": "PN1", "phone_number": "+1415\0"}]}, ascii_only=True)
+@example(page={"incoming_phone_numbers": [{"sid": "PN1", "phone_number": "\ud800"}]}, ascii_only=True)
+@example(page={"incoming_phone_numbers": [], "meta": {"key": "incoming_phone_numbers"}}, ascii_only=True)
+@example(page={"incoming_phone_numbers": [], "other": []}, ascii_only=True)
+@example(page={"incoming_phone_numbers": "PN1"}, ascii_only=True)
+@example(page={"incoming_phone_numbers": [{"sid": "PN1", "phone_number": "+1", "status": 10**30}]}, ascii_only=True)
+@example(page={"incoming_phone_numbers": [5, {"sid": "PN1", "phone_number": "+1"}]}, ascii_only=True)
+def test_the_twilio_direct_page_reader_reads_any_page_as_page_does(page: Any, ascii_only: bool) -> None:
+    direct, whole = _twilio_reads(json.dumps(page, ensure_ascii=ascii_only))
+    assert direct == whole
 
 
 def _carrier(kind: str, servers: Servers, **over: Any) -> tuple[ScriptedEmulator, Any]:
