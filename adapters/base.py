@@ -185,18 +185,8 @@ class VapiNumber(NamedTuple):
 class VapiApi(Protocol):
     """What the engine needs from Vapi: list everything, look a number up, create one."""
 
-    def iter_records(
-        self,
-        *,
-        sort_order: str = "ASC",
-        progress: Callable[[int, int], None] | None = None,
-        transform: Callable[[dict[str, Any]], Any] | None = None,
-    ) -> Iterator[Any]:
-        """Every record (through ``transform``) exactly once, though pages are refetched."""
-        ...
-
     def iter_numbers(self, *, progress: Callable[[int, int], None] | None = None) -> Iterator[VapiNumber]:
-        """Every record exactly once, read as a ``VapiNumber``."""
+        """Every record exactly once, though pages are refetched, read as a ``VapiNumber``."""
         ...
 
     # The last listing's createdAt bound: records created from then on were not in it (None: Vapi
