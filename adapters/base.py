@@ -13,8 +13,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import MappingProxyType
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, TypeVar, runtime_checkable
 
+import msgspec
 import phonenumbers
 from phonenumbers import PhoneMetadata
 
@@ -25,7 +26,9 @@ __all__ = [
     "VapiNumber",
     "VapiOwner",
     "country_of",
+    "decode_direct",
     "is_storable",
+    "spells_nul",
     "storable",
     "to_e164",
 ]
@@ -308,3 +311,25 @@ def storable(value: Any) -> Any:
 def is_storable(text: str) -> bool:
     """Whether ``text`` holds none of those characters; a C-level search each, for once per record."""
     return "\0" not in text and (text.isascii() or _UNSTORABLE.search(text) is None)
+
+
+def spells_nul(body: bytes | str) -> bool:
+    """Whether a JSON body spells U+0000 (``\\u0000``): the one unstorable character a decoder
+    reads without complaint, so the only one a byte search must find."""
+    return (b"\\u0000" in body) if isinstance(body, bytes) else ("\\u0000" in body)
+
+
+_Decoded = TypeVar("_Decoded")
+
+
+def decode_direct(decoder: msgspec.json.Decoder[_Decoded], body: bytes | str) -> _Decoded | None:
+    """``body`` read by ``decoder`` (a listing's typed reading of only the fields it uses), or
+    None where the general reading (``http_util.loads``) must take the body whole: it spells
+    U+0000, which that reading marks, or msgspec refuses it (not JSON or not UTF-8, a lone
+    surrogate, a field of another type)."""
+    if spells_nul(body):
+        return None
+    try:
+        return decoder.decode(body)
+    except (msgspec.MsgspecError, ValueError):  # ValueError: not UTF-8
+        return None

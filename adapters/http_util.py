@@ -27,7 +27,7 @@ import orjson
 import requests
 from requests.adapters import HTTPAdapter
 
-from numsync.adapters.base import storable
+from numsync.adapters.base import spells_nul, storable
 from numsync.errors import ConfigError
 
 __all__ = [
@@ -56,7 +56,7 @@ def loads(body: bytes | str) -> Any:
         value = orjson.loads(body)
     except orjson.JSONDecodeError:
         return storable(json.loads(body))  # rare; maybe not UTF-8, so the search below can't tell
-    if (b"\\u0000" in body) if isinstance(body, bytes) else ("\\u0000" in body):
+    if spells_nul(body):
         return storable(value)
     return value
 

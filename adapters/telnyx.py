@@ -45,7 +45,7 @@ import httpx
 import msgspec
 import telnyx
 
-from numsync.adapters.base import SourceRecord, VapiOwner, to_e164
+from numsync.adapters.base import SourceRecord, VapiOwner, decode_direct, to_e164
 from numsync.adapters.http_util import default_tls_verify, loads, parse_retry_after, ssl_context_with_extra_ca
 from numsync.config import TelnyxSourceConfig
 from numsync.errors import (
@@ -133,18 +133,6 @@ class _Page(msgspec.Struct, gc=False):
 
 
 _PAGE = msgspec.json.Decoder(_Page)
-
-
-def _read_listing(body: bytes) -> _Page | None:
-    """The page, when it decodes as a well-formed listing page; else None (the general reader's
-    case: not JSON or not UTF-8, a field of the wrong shape, U+0000 or a lone surrogate, which
-    ``loads`` marks)."""
-    if b"\\u0000" in body:
-        return None
-    try:
-        return _PAGE.decode(body)
-    except (msgspec.MsgspecError, ValueError):
-        return None
 
 
 class TelnyxSource:
@@ -288,7 +276,7 @@ class TelnyxSource:
         goes to ``_parse_page_general``, which also names what is wrong; a property test holds
         the two together.
         """
-        page = _read_listing(body)
+        page = decode_direct(_PAGE, body)
         if page is None:
             return self._parse_page_general(body, headers, page_number)
         meta = page.meta

@@ -51,7 +51,7 @@ from twilio.jwt import JwtDecodeError
 from twilio.rest import Client
 from twilio.twiml import TwiMLException
 
-from numsync.adapters.base import SourceRecord, VapiOwner, to_e164
+from numsync.adapters.base import SourceRecord, VapiOwner, decode_direct, to_e164
 from numsync.adapters.http_util import (
     PinnedVerifyAdapter,
     combined_ca_bundle,
@@ -141,15 +141,10 @@ class _RecordsPage(Page):
         listing's CPU. Anything else is read whole (``loads``) for ``Page`` to judge, as before."""
         if response.status_code != 200:
             raise TwilioException("Unable to fetch page", response)
-        text = response.text
-        if "\\u0000" not in text:  # else ``loads`` marks it
-            try:
-                page = _LISTING.decode(text)
-            except (msgspec.MsgspecError, ValueError):
-                pass
-            else:
-                return {"incoming_phone_numbers": page.incoming_phone_numbers, "next_page_uri": page.next_page_uri}
-        return loads(text)
+        page = decode_direct(_LISTING, response.text)
+        if page is None:
+            return loads(response.text)
+        return {"incoming_phone_numbers": page.incoming_phone_numbers, "next_page_uri": page.next_page_uri}
 
 
 class _TwilioHttp(TwilioHttpClient):

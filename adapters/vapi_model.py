@@ -16,7 +16,7 @@ from numsync.errors import ProtocolError
 if TYPE_CHECKING:
     from numsync.config import SourceConfig
 
-from .base import VapiNumber, VapiOwner
+from .base import VapiNumber, VapiOwner, decode_direct
 
 __all__ = ["CARRIER_PROVIDERS", "owner_account", "owner_for", "read_listing_page", "to_vapi_number", "unchecked_forms"]
 
@@ -126,11 +126,8 @@ def read_listing_page(body: bytes) -> tuple[list[VapiNumber], int] | None:
     value out of range, U+0000 or a lone surrogate, which the general reader marks, a body that
     is not UTF-8) it hands over whole.
     """
-    if b"\\u0000" in body:
-        return None
-    try:
-        page = _LISTING_PAGE.decode(body)
-    except (msgspec.MsgspecError, ValueError):  # ValueError: not UTF-8
+    page = decode_direct(_LISTING_PAGE, body)
+    if page is None:
         return None
     total = page.metadata.totalItems
     if not 0 <= total <= 10**8:
