@@ -7,6 +7,8 @@ findings and runs are kept for reports and the history chart.
 
 from __future__ import annotations
 
+import re
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,6 +31,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
     "NOTABLE_VAPI_RECORD",
+    "SNAPSHOT_TABLES",
     "Action",
     "Base",
     "CarrierRecord",
@@ -38,6 +41,8 @@ __all__ = [
     "RunSource",
     "UTCDateTime",
     "VapiRecord",
+    "is_snapshot_partition",
+    "snapshot_partition",
 ]
 
 NAMING_CONVENTION = {
@@ -110,6 +115,25 @@ class RunSource(Base):
 # unrouted ones, and those no configured source owns. ix_vapi_records_notable holds only these,
 # so finding them does not read every row of a run; a query uses it by stating this condition
 # word for word (SQLite matches a partial index's condition by its form).
+# On PostgreSQL each snapshot table is partitioned by run: a run writes its rows into a table of
+# its own and attaches it (``daemon.snapshot``), and pruning drops whole partitions. SQLite has
+# one plain table each.
+SNAPSHOT_TABLE_OPTIONS = {"postgresql_partition_by": "LIST (run_id)"}
+SNAPSHOT_TABLES = ("vapi_records", "carrier_records")
+_PARTITION = re.compile(r"(vapi_records|carrier_records)_(default|[0-9a-f]{32})")
+
+
+def snapshot_partition(table: str, run_id: str) -> str:
+    """The name of ``run_id``'s partition of a snapshot table (PostgreSQL). A run id is a UUID that
+    numsync made; parsing it here is what keeps the name, used in DDL, free of anything else."""
+    return f"{table}_{uuid.UUID(run_id).hex}"
+
+
+def is_snapshot_partition(name: str) -> bool:
+    """Whether a table is a partition of a snapshot table (a run's, or the default one), which the
+    models do not declare and the migrations leave alone."""
+    return _PARTITION.fullmatch(name) is not None
+
 NOTABLE_VAPI_RECORD = "status IN ('blocked', 'activating') OR NOT routed OR source IS NULL"
 
 
@@ -118,8 +142,8 @@ class VapiRecord(Base):
 
     __tablename__ = "vapi_records"
 
-    # An integer key and one index: a snapshot is a million inserts at scale (migration 0002).
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    # No key column (migration 0005): a snapshot is a million rows written at once and dropped a few
+    # runs later, and nothing looks a row up by itself; the ORM's identity is (run_id, vapi_id).
     # No foreign key (migration 0004): PostgreSQL checks one with a query per row, half of its cost
     # of loading a snapshot. Only the run that made the runs row writes these, and pruning deletes them.
     run_id: Mapped[str] = mapped_column(String(36))
@@ -145,7 +169,9 @@ class VapiRecord(Base):
         Index("ix_vapi_records_run_key", "run_id", "match_key", "source"),
         Index("ix_vapi_records_notable", "run_id",
               sqlite_where=text(NOTABLE_VAPI_RECORD), postgresql_where=text(NOTABLE_VAPI_RECORD)),
+        SNAPSHOT_TABLE_OPTIONS,
     )
+    __mapper_args__ = {"primary_key": ("run_id", "vapi_id")}
 
 
 class CarrierRecord(Base):
@@ -153,8 +179,7 @@ class CarrierRecord(Base):
 
     __tablename__ = "carrier_records"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    run_id: Mapped[str] = mapped_column(String(36))  # no foreign key, as VapiRecord.run_id
+    run_id: Mapped[str] = mapped_column(String(36))  # no key column and no foreign key, as VapiRecord
     source: Mapped[str] = mapped_column(String(64))
     number: Mapped[str] = mapped_column(String(128))
     match_key: Mapped[str | None] = mapped_column(String(64))  # None: not a valid E.164 number
@@ -167,7 +192,10 @@ class CarrierRecord(Base):
     __table_args__ = (
         # As ix_vapi_records_run_key, and in the same order, so the two can be merged (0003).
         Index("ix_carrier_records_run_key", "run_id", "match_key", "source"),
+        SNAPSHOT_TABLE_OPTIONS,
     )
+    # A carrier's id for a number is unique within its source's listing (a CSV's is the number).
+    __mapper_args__ = {"primary_key": ("run_id", "source", "carrier_id")}
 
 
 class Finding(Base):

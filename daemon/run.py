@@ -29,10 +29,10 @@ from numsync.config import Config
 from .apply import apply_plan, recover_started
 from .db import LogCopy
 from .diff import FindingDraft, compute_findings, judge_sources, prepare_diff
-from .models import Action, CarrierRecord, Finding, FindingState, Run, RunSource, VapiRecord
+from .models import Action, Finding, FindingState, Run, RunSource
 from .plan import make_plan
 from .recheck import recheck_orphans
-from .snapshot import Progress, take_snapshot
+from .snapshot import Progress, prune_snapshots, take_snapshot
 from .workers import fork_available
 
 __all__ = ["EXIT_CODES", "RunResult", "execute"]
@@ -356,7 +356,5 @@ def _record_findings(session: Session, run_id: str, drafts: list[FindingDraft], 
 
 
 def _prune_snapshots(session: Session) -> None:
-    keep = sa.select(Run.id).order_by(Run.seq.desc()).limit(KEEP_SNAPSHOTS).scalar_subquery()
-    old = sa.select(Run.id).where(Run.id.not_in(keep))
-    session.execute(sa.delete(VapiRecord).where(VapiRecord.run_id.in_(old)))
-    session.execute(sa.delete(CarrierRecord).where(CarrierRecord.run_id.in_(old)))
+    keep = session.execute(sa.select(Run.id).order_by(Run.seq.desc()).limit(KEEP_SNAPSHOTS)).scalars().all()
+    prune_snapshots(session, list(keep))

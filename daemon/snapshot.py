@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import itertools
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -26,10 +27,18 @@ from sqlalchemy.orm import Session
 from numsync.adapters.base import Source, SourceRecord, VapiApi, VapiNumber, is_storable, storable, to_e164
 from numsync.errors import NumsyncError
 
-from .models import CarrierRecord, UTCDateTime, VapiRecord
+from .models import (
+    SNAPSHOT_TABLES,
+    CarrierRecord,
+    Run,
+    UTCDateTime,
+    VapiRecord,
+    is_snapshot_partition,
+    snapshot_partition,
+)
 from .workers import Job, run_in_processes, run_in_threads
 
-__all__ = ["SnapshotResult", "SourceOutcome", "take_snapshot", "vapi_match_key"]
+__all__ = ["SnapshotResult", "SourceOutcome", "prune_snapshots", "take_snapshot", "vapi_match_key"]
 
 BATCH = 2000
 
@@ -46,19 +55,24 @@ class _BulkWriter:
     (1.0 s against 3.5-3.8 s per million vapi_records rows) and less of the server's.
     """
 
-    def __init__(self, session: Session, table: sa.Table, *, skip: tuple[str, ...] = ()) -> None:
+    def __init__(self, session: Session, table: sa.Table, *, skip: tuple[str, ...] = (),
+                 fresh: str | None = None) -> None:
+        """``fresh``: write into this table instead, one made (empty) in this transaction with
+        ``table``'s columns, which COPY may then write frozen (``_RunTables``)."""
         self._conn = session.connection()
         columns = [c for c in table.columns if c.name != "id" and c.name not in skip]
         self.columns = [c.name for c in columns]
+        into = fresh or table.name
         mark = "?" if self._conn.dialect.paramstyle == "qmark" else "%s"
-        self._sql = (f"INSERT INTO {table.name} ({', '.join(self.columns)}) "
+        self._sql = (f"INSERT INTO {into} ({', '.join(self.columns)}) "
                      f"VALUES ({', '.join([mark] * len(self.columns))})")
         self._copy: str | None = None
         self._types: list[str] | None = None
         if self._conn.dialect.name == "postgresql" and self._conn.dialect.driver == "psycopg":
             self._types = _binary_types(columns)
-            binary = " (FORMAT BINARY)" if self._types is not None else ""
-            self._copy = f"COPY {table.name} ({', '.join(self.columns)}) FROM STDIN{binary}"
+            options = [*(["FORMAT BINARY"] if self._types is not None else []), *(["FREEZE"] if fresh else [])]
+            with_options = f" ({', '.join(options)})" if options else ""
+            self._copy = f"COPY {into} ({', '.join(self.columns)}) FROM STDIN{with_options}"
         # A remote timestamp (ISO text) as this driver takes a UTCDateTime column's value.
         self.stamp: Callable[[str | None], Any] = _sqlite_stamp if self._conn.dialect.name == "sqlite" else _aware_ts
 
@@ -101,6 +115,74 @@ def _binary_types(columns: list[sa.Column[Any]]) -> list[str] | None:
     return types
 
 
+class _RunTables:
+    """Where a run's snapshot rows go: on PostgreSQL, into tables of the run's own that become its
+    partitions of the snapshot tables once the listings are done; elsewhere, into the tables.
+
+    Why, on PostgreSQL (a million numbers, 2,000,000 rows, server CPU): a table made in the same
+    transaction takes COPY FREEZE, which writes rows already visible to all (no hint bits to set
+    later, no visibility map for VACUUM to fill), and an index built once from sorted keys when the
+    table is attached costs less than two million random-order index inserts: loading went from
+    11.7 s to 5.7-6.4 s. Pruning an old run's snapshot is then a DROP TABLE (0.1 s) where it was
+    two million deletions (2.1 s, and as much again for VACUUM later). A failed run rolls its
+    tables back with everything else.
+    """
+
+    def __init__(self, session: Session, run_id: str) -> None:
+        self._conn = session.connection()
+        self.own = self._conn.dialect.name == "postgresql"
+        if self.own and str(uuid.UUID(run_id)) != run_id:  # it goes into DDL as text
+            raise ValueError(f"a run id is a UUID in its canonical form, not {run_id!r}")
+        self._run_id = run_id
+        self._made: list[tuple[str, str]] = []  # (table, the run's table)
+
+    def table_for(self, table: sa.Table) -> str | None:
+        """Make the run's own (empty) table for ``table`` and return its name; None: write into ``table``."""
+        if not self.own:
+            return None
+        mine = snapshot_partition(table.name, self._run_id)
+        # With the table's CHECK constraints, which a partition must have to be attached, and one
+        # that each row is the run's, checked as it is copied, so attaching needs no pass to check it.
+        self._conn.exec_driver_sql(
+            f"CREATE TABLE {mine} (LIKE {table.name} INCLUDING DEFAULTS INCLUDING CONSTRAINTS, "
+            f"CONSTRAINT {mine}_run CHECK (run_id = '{self._run_id}'))")
+        self._made.append((table.name, mine))
+        return mine
+
+    def attach(self, table: sa.Table | None = None) -> None:
+        """Make the run's table for ``table`` (else each not yet attached) its partition, which
+        builds its indexes: about 0.8 s each at a million rows. Vapi's is attached as soon as its
+        listing is done, while the carriers' go on (``take_snapshot``), so that time is not spent
+        after the slowest listing."""
+        for name, mine in [(n, m) for n, m in self._made if table is None or n == table.name]:
+            self._conn.exec_driver_sql(f"ALTER TABLE {name} ATTACH PARTITION {mine} FOR VALUES IN ('{self._run_id}')")
+            self._made.remove((name, mine))
+
+
+def prune_snapshots(session: Session, keep: list[str]) -> None:
+    """Remove the snapshots of every run not in ``keep``: on PostgreSQL by dropping their partitions
+    (and deleting any rows the default partition holds, written by a release before 0005), on
+    SQLite by deleting their rows."""
+    conn = session.connection()
+    if conn.dialect.name != "postgresql":
+        # Each old run's rows by the index, not a scan for every run_id not kept.
+        old = sa.select(Run.id).where(Run.id.not_in(keep))
+        for model in (VapiRecord, CarrierRecord):
+            session.execute(sa.delete(model).where(model.run_id.in_(old)))
+        return
+    kept = {snapshot_partition(table, run_id) for table in SNAPSHOT_TABLES for run_id in keep}
+    for table in SNAPSHOT_TABLES:
+        parts = conn.exec_driver_sql(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = to_regclass(%(t)s)", {"t": table}).scalars().all()
+        for part in sorted(parts):
+            if part == f"{table}_default":
+                conn.execute(sa.text(f"DELETE FROM {part} WHERE run_id NOT IN :keep").bindparams(
+                    sa.bindparam("keep", expanding=True)), {"keep": keep})
+            elif is_snapshot_partition(part) and part not in kept:
+                conn.exec_driver_sql(f"DROP TABLE {part}")
+
+
 class _Writing:
     """The snapshot's writes, in order, in one thread of their own, a few batches behind the caller.
 
@@ -119,7 +201,11 @@ class _Writing:
         self._pending: deque[Future[None]] = deque()
 
     def write(self, writer: _BulkWriter, rows: list[tuple[Any, ...]]) -> None:
-        self._pending.append(self._pool.submit(writer.write, rows))
+        self.call(functools.partial(writer.write, rows))
+
+    def call(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the connection after the writes before it."""
+        self._pending.append(self._pool.submit(fn))
         while len(self._pending) > self.AHEAD or (self._pending and self._pending[0].done()):
             self._pending.popleft().result()
 
@@ -228,8 +314,10 @@ def take_snapshot(
     each when ``processes``, else in threads); this thread only writes what they send.
     """
     result = SnapshotResult(sources={s.name: SourceOutcome(s.name, s.kind) for s in sources})
-    vapi_writer = _BulkWriter(session, cast(sa.Table, VapiRecord.__table__), skip=("raw",))
-    carrier_writer = _BulkWriter(session, cast(sa.Table, CarrierRecord.__table__))
+    tables = _RunTables(session, run_id)
+    vapi_table, carrier_table = cast(sa.Table, VapiRecord.__table__), cast(sa.Table, CarrierRecord.__table__)
+    vapi_writer = _BulkWriter(session, vapi_table, skip=("raw",), fresh=tables.table_for(vapi_table))
+    carrier_writer = _BulkWriter(session, carrier_table, fresh=tables.table_for(carrier_table))
     jobs = [Job("vapi", lambda: _vapi_job(vapi, run_id, owners, vapi_writer.stamp), _error_text)]
     for src in sources:
         jobs.append(Job(src.name, functools.partial(_source_job, src, run_id), _error_text))
@@ -261,6 +349,8 @@ def take_snapshot(
                 error = payload if kind == "error" else None
                 if tag == "vapi":
                     result.vapi_seconds, result.vapi_error = elapsed, error
+                    if error is None:
+                        writing.call(functools.partial(tables.attach, vapi_table))
                 else:
                     result.sources[tag].seconds, result.sources[tag].error = elapsed, error
         failed = False
@@ -269,6 +359,7 @@ def take_snapshot(
             events.close()
         finally:
             writing.finish(quiet=failed)
+    tables.attach()
     if processes:
         vapi.reset_connections()  # a child may have left one of them mid-request
     for out in result.sources.values():

@@ -7,6 +7,7 @@ seeded ones exactly: a missing or an extra finding fails.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 
 import httpx
 import jsonschema
+import psycopg
 import pytest
 import sqlalchemy as sa
 import sqlalchemy.orm
@@ -22,6 +24,7 @@ from numsync.app import run_once
 from numsync.config import Config, parse_config
 from numsync.daemon.db import make_engine, upgrade
 from numsync.daemon.models import Action, CarrierRecord, FindingState, Run, VapiRecord
+from numsync.daemon.run import KEEP_SNAPSHOTS
 from numsync.sandbox.demo import start_sandbox
 from numsync.sandbox.server import EmulatorServer
 from numsync.sandbox.vapi import VapiEmulator
@@ -343,5 +346,74 @@ def test_a_snapshot_write_that_fails_fails_the_run_and_leaves_no_rows(tmp_path: 
             assert conn.execute(sa.select(Run.status)).scalars().all() == ["failed"]
             assert conn.execute(sa.select(sa.func.count()).select_from(CarrierRecord)).scalar_one() == 0
             assert conn.execute(sa.select(sa.func.count()).select_from(VapiRecord)).scalar_one() == 0
+    finally:
+        engine.dispose()
+
+
+def _snapshot_runs(conn: sa.Connection) -> dict[str, set[str]]:
+    return {model.__tablename__: set(conn.execute(sa.select(model.run_id).distinct()).scalars())
+            for model in (VapiRecord, CarrierRecord)}
+
+
+def _partitions(conn: sa.Connection, table: str) -> set[str]:
+    return set(conn.exec_driver_sql(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "WHERE i.inhparent = to_regclass(%(t)s)", {"t": table}).scalars())
+
+
+def test_only_the_last_few_runs_keep_their_snapshots(tmp_path: Path, db_url: str, vapi: Any) -> None:
+    """Pruning: on PostgreSQL each run's snapshot is a partition of its own, and the old ones are
+    dropped; rows that a release before 0005 wrote into the tables themselves (the default
+    partition there) go when their run is no longer kept."""
+    emu, server = vapi
+    emu.add("byo-phone-number", number="+14155550100", credentialId="cred-a", assistantId=ASSISTANT)
+    numbers = write_csv(tmp_path / "a.csv", ["+14155550100", "+14155550101"])
+    cfg = make_config(tmp_path, db_url, server.url, byo_source("trunk-a", numbers, "cred-a"))
+    engine = make_engine(db_url)
+    try:
+        upgrade(db_url, engine)
+        stale = "00000000-0000-4000-8000-000000000000"  # as the previous release would have written it
+        with engine.begin() as conn:
+            conn.execute(sa.insert(Run), [{"id": stale, "seq": 0, "mode": "plan", "status": "finished",
+                                           "started_at": datetime.now(UTC)}])
+            conn.execute(sa.insert(VapiRecord), [{"run_id": stale, "vapi_id": "v0", "provider": "byo-phone-number",
+                                                  "routed": True}])
+        runs = [run_once(cfg, mode="plan", engine=engine).result.run_id for _ in range(KEEP_SNAPSHOTS + 2)]
+        with engine.connect() as conn:
+            kept = set(runs[-KEEP_SNAPSHOTS:])
+            assert _snapshot_runs(conn) == {"vapi_records": kept, "carrier_records": kept}
+            if engine.dialect.name == "postgresql":
+                for table in ("vapi_records", "carrier_records"):
+                    assert _partitions(conn, table) == {f"{table}_default"} | {
+                        f"{table}_{uuid.UUID(r).hex}" for r in kept}
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_refused_snapshot_leaves_no_partition_behind(tmp_path: Path, pg_url: str, vapi: Any) -> None:
+    """The run's tables are made in the snapshot's transaction, with the tables' CHECK constraints:
+    a row one of them refuses fails the run and takes the run's tables with it."""
+    emu, server = vapi
+    for i in range(3000):
+        emu.add("byo-phone-number", number=f"+1415555{i:04d}", credentialId="cred-a", assistantId=ASSISTANT)
+    numbers = write_csv(tmp_path / "a.csv", [f"+1415555{i:04d}" for i in range(5000)])
+    cfg = make_config(tmp_path, pg_url, server.url, byo_source("trunk-a", numbers, "cred-a"))
+    engine = make_engine(pg_url)
+    try:
+        upgrade(pg_url, engine)
+        with engine.begin() as conn:
+            conn.exec_driver_sql("ALTER TABLE carrier_records ADD CONSTRAINT refuse CHECK (number <> '+14155554500')")
+        with pytest.raises(psycopg.errors.CheckViolation, match="refuse"):  # raised by the driver's COPY
+            run_once(cfg, mode="plan", engine=engine)
+        with engine.connect() as conn:
+            assert conn.execute(sa.select(Run.status)).scalars().all() == ["failed"]
+            assert _snapshot_runs(conn) == {"vapi_records": set(), "carrier_records": set()}
+            for table in ("vapi_records", "carrier_records"):
+                assert _partitions(conn, table) == {f"{table}_default"}
+        with engine.begin() as conn:
+            conn.exec_driver_sql("ALTER TABLE carrier_records DROP CONSTRAINT refuse")
+        out = run_once(cfg, mode="plan", engine=engine)  # the constraint copied to the run's table held
+        assert out.result.error is None and out.report["summary"] == {"missing_in_vapi": 2000}
     finally:
         engine.dispose()

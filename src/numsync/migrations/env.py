@@ -9,12 +9,18 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import context
 
-from numsync.daemon.models import Base
+from numsync.daemon.models import Base, is_snapshot_partition
 
 MIGRATION_LOCK_ID = 0x6E756D73796E63  # 'numsync'
 
 config = context.config
 target_metadata = Base.metadata
+
+
+def _include_name(name: str | None, type_: str, parent_names: object) -> bool:
+    """Leave the snapshot tables' partitions out of autogenerate's comparison: the runs make and
+    drop them (``daemon.snapshot``), the models declare only their parents."""
+    return not (type_ == "table" and name is not None and is_snapshot_partition(name))
 
 
 def _run(connection: sa.Connection) -> None:
@@ -25,6 +31,7 @@ def _run(connection: sa.Connection) -> None:
         render_as_batch=sqlite,
         transaction_per_migration=True,
         compare_type=True,
+        include_name=_include_name,
     )
     if connection.dialect.name == "postgresql":
         connection.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK_ID})
