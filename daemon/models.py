@@ -111,10 +111,6 @@ class RunSource(Base):
     seconds: Mapped[float | None]
 
 
-# The Vapi records the diff reads one by one, whatever the carriers list: blocked, activating or
-# unrouted ones, and those no configured source owns. ix_vapi_records_notable holds only these,
-# so finding them does not read every row of a run; a query uses it by stating this condition
-# word for word (SQLite matches a partial index's condition by its form).
 # On PostgreSQL each snapshot table is partitioned by run: a run writes its rows into a table of
 # its own and attaches it (``daemon.snapshot``), and pruning drops whole partitions. SQLite has
 # one plain table each.
@@ -134,6 +130,11 @@ def is_snapshot_partition(name: str) -> bool:
     models do not declare and the migrations leave alone."""
     return _PARTITION.fullmatch(name) is not None
 
+
+# The Vapi records the diff reads one by one, whatever the carriers list: blocked, activating or
+# unrouted ones, and those no configured source owns. ix_vapi_records_notable holds only these,
+# so finding them does not read every row of a run; a query uses it by stating this condition
+# word for word (SQLite matches a partial index's condition by its form).
 NOTABLE_VAPI_RECORD = "status IN ('blocked', 'activating') OR NOT routed OR source IS NULL"
 
 

@@ -304,10 +304,12 @@ def _finish(
         if status == "interrupted":
             _skip_unattempted(session, sa.select(sa.literal(run_id)), now, "not attempted: the run was stopped")
         _record_findings(session, run_id, drafts, now, judged, judge_nulls, vapi_ok=vapi_numbers is not None)
+        t = time.monotonic()
+        _prune_snapshots(session)
+        stats["prune_seconds"] = round(time.monotonic() - t, 3)
         session.execute(sa.update(Run).where(Run.id == run_id).values(
             status=status, outcome=outcome, finished_at=now, vapi_numbers=vapi_numbers,
             error=error, summary=summary, stats=stats))
-        _prune_snapshots(session)
         sources = session.execute(
             sa.select(RunSource.source, RunSource.status, RunSource.numbers).where(RunSource.run_id == run_id)
         ).all()

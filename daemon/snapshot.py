@@ -60,7 +60,7 @@ class _BulkWriter:
         """``fresh``: write into this table instead, one made (empty) in this transaction with
         ``table``'s columns, which COPY may then write frozen (``_RunTables``)."""
         self._conn = session.connection()
-        columns = [c for c in table.columns if c.name != "id" and c.name not in skip]
+        columns = [c for c in table.columns if c.name not in skip]
         self.columns = [c.name for c in columns]
         into = fresh or table.name
         mark = "?" if self._conn.dialect.paramstyle == "qmark" else "%s"

@@ -386,6 +386,14 @@ def test_only_the_last_few_runs_keep_their_snapshots(tmp_path: Path, db_url: str
                 for table in ("vapi_records", "carrier_records"):
                     assert _partitions(conn, table) == {f"{table}_default"} | {
                         f"{table}_{uuid.UUID(r).hex}" for r in kept}
+                    # COPY FREEZE took: every page the run wrote is all-frozen, which VACUUM does not
+                    # make of rows this young (pg_visibility ships with PostgreSQL)
+                    conn.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS pg_visibility")
+                    pages, frozen = conn.exec_driver_sql(
+                        "SELECT pg_relation_size(t) / current_setting('block_size')::int, s.all_frozen "
+                        "FROM to_regclass(%(t)s) AS t, pg_visibility_map_summary(t) AS s",
+                        {"t": f"{table}_{uuid.UUID(runs[-1]).hex}"}).one()
+                    assert frozen == pages > 0
     finally:
         engine.dispose()
 
