@@ -318,9 +318,10 @@ def take_snapshot(
     vapi_table, carrier_table = cast(sa.Table, VapiRecord.__table__), cast(sa.Table, CarrierRecord.__table__)
     vapi_writer = _BulkWriter(session, vapi_table, skip=("raw",), fresh=tables.table_for(vapi_table))
     carrier_writer = _BulkWriter(session, carrier_table, fresh=tables.table_for(carrier_table))
-    jobs = [Job("vapi", lambda: _vapi_job(vapi, run_id, owners, vapi_writer.stamp), _error_text)]
+    # plain_rows: a row holds text, None, bools and ``stamp``'s text or aware datetime (``_vapi_row``, ``_carrier_row``)
+    jobs = [Job("vapi", lambda: _vapi_job(vapi, run_id, owners, vapi_writer.stamp), _error_text, plain_rows=True)]
     for src in sources:
-        jobs.append(Job(src.name, functools.partial(_source_job, src, run_id), _error_text))
+        jobs.append(Job(src.name, functools.partial(_source_job, src, run_id), _error_text, plain_rows=True))
     started = time.monotonic()
     writing = _Writing()
     events = run_in_processes(jobs) if processes else run_in_threads(jobs)

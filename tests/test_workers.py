@@ -11,7 +11,7 @@ import multiprocessing
 import os
 import uuid
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +21,21 @@ import sqlalchemy.orm
 
 from numsync.adapters.base import SourceRecord, VapiOwner
 from numsync.adapters.vapi import VapiClient
+from numsync.adapters.vapi_model import to_vapi_number
 from numsync.app import run_once
 from numsync.config import Config, parse_config
 from numsync.daemon.db import make_engine, open_database
 from numsync.daemon.models import CarrierRecord, Run, VapiRecord
-from numsync.daemon.snapshot import take_snapshot
-from numsync.daemon.workers import Job, fork_available, relayed, run_in_processes, run_in_threads
+from numsync.daemon.snapshot import _aware_ts, _carrier_row, _sqlite_stamp, _vapi_row, take_snapshot
+from numsync.daemon.workers import (
+    Job,
+    _packed,
+    _unpacked,
+    fork_available,
+    relayed,
+    run_in_processes,
+    run_in_threads,
+)
 from numsync.metrics import Metrics
 from numsync.sandbox.server import EmulatorServer
 from numsync.sandbox.vapi import VapiEmulator
@@ -221,3 +230,28 @@ def test_no_listing_starts_before_every_listing_process_is_forked() -> None:
     assert len(started) == 4
     for pid, seen in started.items():
         assert set(started) <= seen, f"listing {pid} started while only {sorted(seen)} of {sorted(started)} existed"
+
+
+def test_snapshot_rows_cross_the_pipe_with_their_values_and_types() -> None:
+    """A snapshot job's rows travel as MessagePack (``plain_rows``); each value must arrive as the
+    driver would have taken it from the listing's own process: text, None, a bool, an aware datetime."""
+    vapi = to_vapi_number({"id": "v1", "provider": "twilio", "number": "+14155550100", "name": "Front \u00fc",
+                           "twilioAccountSid": "AC" + "1" * 32, "assistantId": "a", "status": "active",
+                           "createdAt": "2026-11-26T20:55:55.628Z", "updatedAt": "2026-11-26T20:55:55.628+02:00"})
+    bare = to_vapi_number({"id": "v2", "provider": "byo-phone-number", "sipUri": "sip:a@b.c",
+                           "createdAt": "2026-11-26T20:55:55.628Z", "updatedAt": "2026-11-26T20:55:55"})
+    carrier = SourceRecord(number="+14155550100", e164="+14155550100", carrier_id="PN1", status="in-use",
+                           labels={"country": "US"}, routing="https://x", routed_elsewhere=True)
+    rows = [_vapi_row("run", rec, {("twilio", "AC" + "1" * 32): "tw"}, stamp)
+            for rec in (vapi, bare) for stamp in (_aware_ts, _sqlite_stamp)] + [_carrier_row("run", "tw", carrier)]
+    kind, payload = _unpacked(*_packed(("rows", rows, []))[:2])
+    assert kind == "rows" and payload == rows
+    assert [[type(v) for v in row] for row in payload] == [[type(v) for v in row] for row in rows]
+    assert [row[-1].utcoffset() for row in payload[:4:2]] == [timedelta(0), timedelta(0)]  # aware, UTC
+
+    def job() -> Iterator[tuple[str, Any]]:
+        yield "rows", rows[:2]
+        yield "rows", [("text no database holds \ud800", True)]  # msgspec refuses it: pickled instead
+
+    got = [e for e in run_in_processes([Job("p", job, repr, plain_rows=True)]) if e[1] == "rows"]
+    assert got == [("p", "rows", rows[:2]), ("p", "rows", [("text no database holds \ud800", True)])]
