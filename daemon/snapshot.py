@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from numsync.adapters.base import Source, SourceRecord, VapiApi, VapiNumber, is_storable, storable, to_e164
-from numsync.errors import NumsyncError
+from numsync.errors import DatabaseError, NumsyncError
 
 from .models import (
     SNAPSHOT_TABLES,
@@ -143,9 +143,8 @@ class _RunTables:
         mine = snapshot_partition(table.name, self._run_id)
         # With the table's CHECK constraints, which a partition must have to be attached, and one
         # that each row is the run's, checked as it is copied, so attaching needs no pass to check it.
-        self._conn.exec_driver_sql(
-            f"CREATE TABLE {mine} (LIKE {table.name} INCLUDING DEFAULTS INCLUDING CONSTRAINTS, "
-            f"CONSTRAINT {mine}_run CHECK (run_id = '{self._run_id}'))")
+        self._ddl(f"CREATE TABLE {mine} (LIKE {table.name} INCLUDING DEFAULTS INCLUDING CONSTRAINTS, "
+                  f"CONSTRAINT {mine}_run CHECK (run_id = '{self._run_id}'))", table.name)
         self._made.append((table.name, mine))
         return mine
 
@@ -155,8 +154,23 @@ class _RunTables:
         listing is done, while the carriers' go on (``take_snapshot``), so that time is not spent
         after the slowest listing."""
         for name, mine in [(n, m) for n, m in self._made if table is None or n == table.name]:
-            self._conn.exec_driver_sql(f"ALTER TABLE {name} ATTACH PARTITION {mine} FOR VALUES IN ('{self._run_id}')")
+            self._ddl(f"ALTER TABLE {name} ATTACH PARTITION {mine} FOR VALUES IN ('{self._run_id}')", name)
             self._made.remove((name, mine))
+
+    def _ddl(self, statement: str, table: str) -> None:
+        """Run ``statement``; a user without the rights it needs gets an error that says which
+        (a least-privilege setup that migrates as one user and runs as another hits this first)."""
+        try:
+            self._conn.exec_driver_sql(statement)
+        except sa.exc.DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) != "42501":  # insufficient_privilege
+                raise
+            raise DatabaseError(
+                f"the database user cannot make this run's partition of {table}: each run creates a table "
+                f"in the snapshot tables' schema and attaches it, which needs CREATE on that schema and "
+                f"ownership of {table} (run numsync as the user that ran `numsync db upgrade`, or grant "
+                f"them): {str(exc.orig).strip().splitlines()[0]}"
+            ) from None
 
 
 def prune_snapshots(session: Session, keep: list[str]) -> None:

@@ -25,6 +25,7 @@ from numsync.config import Config, parse_config
 from numsync.daemon.db import make_engine, upgrade
 from numsync.daemon.models import Action, CarrierRecord, FindingState, Run, VapiRecord
 from numsync.daemon.run import KEEP_SNAPSHOTS
+from numsync.errors import DatabaseError
 from numsync.sandbox.demo import start_sandbox
 from numsync.sandbox.server import EmulatorServer
 from numsync.sandbox.vapi import VapiEmulator
@@ -425,3 +426,33 @@ def test_a_refused_snapshot_leaves_no_partition_behind(tmp_path: Path, pg_url: s
         assert out.result.error is None and out.report["summary"] == {"missing_in_vapi": 2000}
     finally:
         engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_user_that_cannot_make_partitions_is_told_so(tmp_path: Path, pg_url: str, vapi: Any) -> None:
+    """Least privilege: migrated by the tables' owner, run by a user with only reads and writes.
+    Each run creates and attaches a partition, so that user gets an error saying what it lacks."""
+    emu, server = vapi
+    emu.add("byo-phone-number", number="+14155550100", credentialId="cred-a", assistantId=ASSISTANT)
+    numbers = write_csv(tmp_path / "a.csv", ["+14155550100"])
+    upgrade(pg_url)
+    role = f"numsync_dml_{uuid.uuid4().hex[:8]}"
+    owner = make_engine(pg_url)
+    try:
+        with owner.begin() as conn:
+            for statement in (f"CREATE ROLE {role} LOGIN", f"GRANT USAGE ON SCHEMA public TO {role}",
+                              f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}",
+                              f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}"):
+                conn.exec_driver_sql(statement)
+        as_role = sa.make_url(pg_url).set(username=role).render_as_string(hide_password=False)
+        cfg = make_config(tmp_path, as_role, server.url, byo_source("trunk-a", numbers, "cred-a"))
+        with pytest.raises(DatabaseError, match=r"cannot make this run's partition of vapi_records.*CREATE"):
+            run_once(cfg, mode="plan")
+        with owner.connect() as conn:
+            assert conn.execute(sa.select(Run.status)).scalars().all() == ["failed"]
+            assert _partitions(conn, "vapi_records") == {"vapi_records_default"}
+    finally:
+        with owner.begin() as conn:
+            conn.exec_driver_sql(f"DROP OWNED BY {role}")
+            conn.exec_driver_sql(f"DROP ROLE {role}")
+        owner.dispose()
