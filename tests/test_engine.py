@@ -400,7 +400,7 @@ def test_only_the_last_few_runs_keep_their_snapshots(tmp_path: Path, db_url: str
 
 
 @pytest.mark.postgres
-def test_a_refused_snapshot_leaves_no_partition_behind(tmp_path: Path, pg_url: str, vapi: Any) -> None:
+def test_postgres_a_refused_snapshot_leaves_no_partition_behind(tmp_path: Path, pg_url: str, vapi: Any) -> None:
     """The run's tables are made in the snapshot's transaction, with the tables' CHECK constraints:
     a row one of them refuses fails the run and takes the run's tables with it."""
     emu, server = vapi
@@ -429,7 +429,7 @@ def test_a_refused_snapshot_leaves_no_partition_behind(tmp_path: Path, pg_url: s
 
 
 @pytest.mark.postgres
-def test_a_user_that_cannot_make_partitions_is_told_so(tmp_path: Path, pg_url: str, vapi: Any) -> None:
+def test_postgres_user_that_cannot_make_partitions_is_told_so(tmp_path: Path, pg_url: str, vapi: Any) -> None:
     """Least privilege: migrated by the tables' owner, run by a user with only reads and writes.
     Each run creates and attaches a partition, so that user gets an error saying what it lacks."""
     emu, server = vapi
