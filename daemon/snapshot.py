@@ -168,8 +168,8 @@ class _RunTables:
             raise DatabaseError(
                 f"the database user cannot make this run's partition of {table}: each run creates a table "
                 f"in the snapshot tables' schema and attaches it, which needs CREATE on that schema and "
-                f"ownership of {table} (run numsync as the user that ran `numsync db upgrade`, or grant "
-                f"them): {str(exc.orig).strip().splitlines()[0]}"
+                f"ownership of {table} (run numsync as the user that ran `numsync db upgrade`, or give "
+                f"this user both): {str(exc.orig).strip().splitlines()[0]}"
             ) from None
 
 
