@@ -116,7 +116,7 @@ class RunSource(Base):
 # one plain table each.
 SNAPSHOT_TABLE_OPTIONS = {"postgresql_partition_by": "LIST (run_id)"}
 SNAPSHOT_TABLES = ("vapi_records", "carrier_records")
-_PARTITION = re.compile(r"(vapi_records|carrier_records)_(default|[0-9a-f]{32})")
+_PARTITION = re.compile(rf"({'|'.join(SNAPSHOT_TABLES)})_(default|[0-9a-f]{{32}})")
 
 
 def snapshot_partition(table: str, run_id: str) -> str:

@@ -130,22 +130,22 @@ class _RunTables:
 
     def __init__(self, session: Session, run_id: str) -> None:
         self._conn = session.connection()
-        self.own = self._conn.dialect.name == "postgresql"
-        if self.own and str(uuid.UUID(run_id)) != run_id:  # it goes into DDL as text
+        self._own = self._conn.dialect.name == "postgresql"
+        if self._own and str(uuid.UUID(run_id)) != run_id:  # it goes into DDL as text
             raise ValueError(f"a run id is a UUID in its canonical form, not {run_id!r}")
         self._run_id = run_id
-        self._made: list[tuple[str, str]] = []  # (table, the run's table)
+        self._unattached: dict[str, str] = {}  # table -> the run's table for it
 
     def table_for(self, table: sa.Table) -> str | None:
         """Make the run's own (empty) table for ``table`` and return its name; None: write into ``table``."""
-        if not self.own:
+        if not self._own:
             return None
         mine = snapshot_partition(table.name, self._run_id)
         # With the table's CHECK constraints, which a partition must have to be attached, and one
         # that each row is the run's, checked as it is copied, so attaching needs no pass to check it.
         self._ddl(f"CREATE TABLE {mine} (LIKE {table.name} INCLUDING DEFAULTS INCLUDING CONSTRAINTS, "
                   f"CONSTRAINT {mine}_run CHECK (run_id = '{self._run_id}'))", table.name)
-        self._made.append((table.name, mine))
+        self._unattached[table.name] = mine
         return mine
 
     def attach(self, table: sa.Table | None = None) -> None:
@@ -153,9 +153,9 @@ class _RunTables:
         builds its indexes: about 0.8 s each at a million rows. Vapi's is attached as soon as its
         listing is done, while the carriers' go on (``take_snapshot``), so that time is not spent
         after the slowest listing."""
-        for name, mine in [(n, m) for n, m in self._made if table is None or n == table.name]:
-            self._ddl(f"ALTER TABLE {name} ATTACH PARTITION {mine} FOR VALUES IN ('{self._run_id}')", name)
-            self._made.remove((name, mine))
+        for name in [table.name] if table is not None else list(self._unattached):
+            if (mine := self._unattached.pop(name, None)) is not None:
+                self._ddl(f"ALTER TABLE {name} ATTACH PARTITION {mine} FOR VALUES IN ('{self._run_id}')", name)
 
     def _ddl(self, statement: str, table: str) -> None:
         """Run ``statement``; a user without the rights it needs gets an error that says which
