@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib.util
+import inspect
 import json
 import subprocess
 import sys
@@ -45,7 +46,7 @@ from numsync.adapters.base import SourceRecord, VapiNumber, country_of
 from numsync.daemon import diff, run
 from numsync.daemon.db import make_engine
 from numsync.daemon.models import CarrierRecord, Run, VapiRecord
-from numsync.daemon.snapshot import BATCH, _BulkWriter, _carrier_row, _vapi_row
+from numsync.daemon.snapshot import BATCH, _BulkWriter, _carrier_row, _RunTables, _vapi_row, prune_snapshots
 
 ROOT = Path(__file__).resolve().parent.parent
 SID = "AC" + "b" * 32
@@ -143,10 +144,13 @@ def write_snapshot(
         vapi_batches = [_vapi_row(run_id, rec, OWNERS, stamp) for rec in vapi_rows(n)]
     for table, rows in ((CarrierRecord.__table__, carrier_batches), (VapiRecord.__table__, vapi_batches)):
         t = time.monotonic()
-        with sessions.begin() as s:
-            writer = _BulkWriter(s, cast(sa.Table, table), skip=SKIP if table is VapiRecord.__table__ else ())
+        with sessions.begin() as s:  # as take_snapshot writes: on PostgreSQL, the run's partition
+            tables = _RunTables(s, run_id)
+            writer = _BulkWriter(s, cast(sa.Table, table), skip=SKIP if table is VapiRecord.__table__ else (),
+                                 fresh=tables.table_for(cast(sa.Table, table)))
             for start in range(0, len(rows), BATCH):
                 writer.write(rows[start:start + BATCH])
+            tables.attach()
         seconds[f"insert_{table.name}"] = time.monotonic() - t
     return dict(numbers), len(vapi_batches), seconds
 
@@ -169,9 +173,7 @@ def build(sessions: sessionmaker[Session], n: int, history: int) -> tuple[str, d
     for rid in earlier:
         write_snapshot(sessions, rid, n)
     with sessions.begin() as s:
-        for rid in earlier[:-3]:
-            s.execute(sa.delete(VapiRecord).where(VapiRecord.run_id == rid))
-            s.execute(sa.delete(CarrierRecord).where(CarrierRecord.run_id == rid))
+        prune_snapshots(s, earlier[-3:])
     if earlier:
         with sessions() as s:
             conn = s.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
@@ -287,11 +289,14 @@ def bench_db(db: str, n: int, repeat: int, ref: ModuleType | None, history: int)
         result: dict[str, Any] = {"db": db, "n": n, "history": history, "carrier_rows": sum(numbers.values()),
                                   "vapi_rows": n_vapi,
                                   **{k: round(v, 3) for k, v in seconds.items()}}
-        prepare = cast(Callable[[sessionmaker[Session]], None] | None, getattr(diff, "prepare_diff", None))
+        prepare = cast(Callable[..., None] | None, getattr(diff, "prepare_diff", None))
         prepare_s = 0.0
         if prepare is not None:  # what run.py calls right after the snapshot
             t = time.monotonic()
-            prepare(sessions)
+            if "run_id" in inspect.signature(prepare).parameters:
+                prepare(sessions, run_id)
+            else:  # as the code before 0006 took it
+                prepare(sessions)
             prepare_s = time.monotonic() - t
         listed = {k: (v, None) for k, v in numbers.items()}
         for attempt in range(repeat):

@@ -131,6 +131,24 @@ def is_snapshot_partition(name: str) -> bool:
     return _PARTITION.fullmatch(name) is not None
 
 
+def _key_text(length: int) -> String:
+    """Text the diff sorts and merges on (numbers, source names): byte order on PostgreSQL.
+
+    Under a database's default collation (en_US.UTF-8, even C.UTF-8) PostgreSQL compares such text
+    through the C library's strcoll and cannot abbreviate the keys it sorts; under "C" it compares
+    bytes. At a million numbers, building a run's (match_key, source) index took 0.63 s against
+    1.91 s, and the diff can merge two index-ordered scans instead of hashing one side. SQLite
+    already compares bytes.
+    """
+    return String(length).with_variant(String(length, collation="C"), "postgresql")
+
+
+def _only_on(dialect: str, index: Index) -> Index:
+    """An index that only ``dialect`` gets (the migrations' environment compares it there alone)."""
+    index.info["dialect"] = dialect
+    return index.ddl_if(dialect=dialect)
+
+
 # The Vapi records the diff reads one by one, whatever the carriers list: blocked, activating or
 # unrouted ones, and those no configured source owns. ix_vapi_records_notable holds only these,
 # so finding them does not read every row of a run; a query uses it by stating this condition
@@ -151,12 +169,12 @@ class VapiRecord(Base):
     vapi_id: Mapped[str] = mapped_column(String(64))  # unique in a run: the listing keeps each record once
     provider: Mapped[str] = mapped_column(String(32))
     number: Mapped[str | None] = mapped_column(String(64))
-    match_key: Mapped[str | None] = mapped_column(String(64))  # E.164, or the number as written
+    match_key: Mapped[str | None] = mapped_column(_key_text(64))  # E.164, or the number as written
     sip_uri: Mapped[str | None] = mapped_column(String(255))
     status: Mapped[str | None] = mapped_column(String(16))
     name: Mapped[str | None] = mapped_column(String(80))
     account: Mapped[str | None] = mapped_column(String(128))  # twilioAccountSid or credentialId
-    source: Mapped[str | None] = mapped_column(String(64))  # the configured source it belongs to
+    source: Mapped[str | None] = mapped_column(_key_text(64))  # the configured source it belongs to
     routed: Mapped[bool] = mapped_column(Boolean)  # assistant, squad, workflow or server.url set
     created_at: Mapped[str | None] = mapped_column(String(40))
     updated_at: Mapped[datetime | None]
@@ -167,7 +185,10 @@ class VapiRecord(Base):
 
     __table_args__ = (
         # The source is in the index so the diff's passes over a run's numbers read it alone (0003).
-        Index("ix_vapi_records_run_key", "run_id", "match_key", "source"),
+        # SQLite keeps every run's rows in one table, hence run_id first; on PostgreSQL the diff
+        # reads the run's partition, where run_id is one value, so it is left out (0006).
+        _only_on("sqlite", Index("ix_vapi_records_run_key", "run_id", "match_key", "source")),
+        _only_on("postgresql", Index("ix_vapi_records_key", "match_key", "source")),
         Index("ix_vapi_records_notable", "run_id",
               sqlite_where=text(NOTABLE_VAPI_RECORD), postgresql_where=text(NOTABLE_VAPI_RECORD)),
         SNAPSHOT_TABLE_OPTIONS,
@@ -181,9 +202,9 @@ class CarrierRecord(Base):
     __tablename__ = "carrier_records"
 
     run_id: Mapped[str] = mapped_column(String(36))  # no key column and no foreign key, as VapiRecord
-    source: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(_key_text(64))
     number: Mapped[str] = mapped_column(String(128))
-    match_key: Mapped[str | None] = mapped_column(String(64))  # None: not a valid E.164 number
+    match_key: Mapped[str | None] = mapped_column(_key_text(64))  # None: not a valid E.164 number
     carrier_id: Mapped[str] = mapped_column(String(128))
     status: Mapped[str | None] = mapped_column(String(40))
     labels: Mapped[dict[str, Any] | None] = mapped_column(JSON)
@@ -191,8 +212,9 @@ class CarrierRecord(Base):
     routed_elsewhere: Mapped[bool] = mapped_column(Boolean, default=False)
 
     __table_args__ = (
-        # As ix_vapi_records_run_key, and in the same order, so the two can be merged (0003).
-        Index("ix_carrier_records_run_key", "run_id", "match_key", "source"),
+        # As the vapi_records ones, and in the same order, so the two can be merged (0003, 0006).
+        _only_on("sqlite", Index("ix_carrier_records_run_key", "run_id", "match_key", "source")),
+        _only_on("postgresql", Index("ix_carrier_records_key", "match_key", "source")),
         SNAPSHOT_TABLE_OPTIONS,
     )
     # A carrier's id for a number is unique within its source's listing (a CSV's is the number).

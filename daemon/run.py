@@ -163,7 +163,7 @@ def _execute(
                        judge_nulls=False)
 
     t = time.monotonic()
-    prepare_diff(sessions)
+    prepare_diff(sessions, run_id)
     with sessions.begin() as session:
         judgements = judge_sources(
             session, run_id,

@@ -7,6 +7,7 @@ seeded ones exactly: a missing or an extra finding fails.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -23,6 +24,7 @@ import sqlalchemy.orm
 from numsync.app import run_once
 from numsync.config import Config, parse_config
 from numsync.daemon.db import make_engine, upgrade
+from numsync.daemon.diff import compute_findings, judge_sources, prepare_diff
 from numsync.daemon.models import Action, CarrierRecord, FindingState, Run, VapiRecord
 from numsync.daemon.run import KEEP_SNAPSHOTS
 from numsync.errors import DatabaseError
@@ -395,6 +397,72 @@ def test_only_the_last_few_runs_keep_their_snapshots(tmp_path: Path, db_url: str
                         "FROM to_regclass(%(t)s) AS t, pg_visibility_map_summary(t) AS s",
                         {"t": f"{table}_{uuid.UUID(runs[-1]).hex}"}).one()
                     assert frozen == pages > 0
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_postgres_the_diff_reads_the_runs_own_partitions(tmp_path: Path, pg_url: str, vapi: Any) -> None:
+    """Through the parent table PostgreSQL keeps ``run_id = ...`` as a filter on every row, which the
+    (match_key, source) indexes cannot answer, so the diff names the run's partitions instead; and
+    they, like the tables, compare keys as bytes (collation "C"), which merging needs to be cheap."""
+    emu, server = vapi
+    emu.add("byo-phone-number", number="+14155550100", credentialId="cred-a", assistantId=ASSISTANT)
+    emu.add("byo-phone-number", number="+14155550199", credentialId="cred-a", assistantId=ASSISTANT)
+    numbers = write_csv(tmp_path / "a.csv", ["+14155550100", "+14155550101"])
+    cfg = make_config(tmp_path, pg_url, server.url, byo_source("trunk-a", numbers, "cred-a"))
+    engine = make_engine(pg_url)
+    statements: list[str] = []
+    try:
+        upgrade(pg_url, engine)
+        sa.event.listen(engine, "before_cursor_execute",
+                        lambda conn, cursor, statement, *rest: statements.append(statement))
+        out = run_once(cfg, mode="plan", engine=engine)
+        assert findings_of(out.report) == {("missing_in_vapi", "+14155550101", "trunk-a"),
+                                           ("orphaned", "+14155550199", "trunk-a")}
+        hex_id = uuid.UUID(out.result.run_id).hex
+        reads = [s for s in statements if s.lstrip().startswith("SELECT") and "_records" in s
+                 and "pg_inherits" not in s]
+        assert reads, "the diff read no snapshot rows"
+        for statement in reads:
+            tables = set(re.findall(r"(?:FROM|JOIN)\s+(\w+)", statement))
+            assert tables <= {f"vapi_records_{hex_id}", f"carrier_records_{hex_id}"}, statement
+            assert "run_id" not in statement, statement
+        with engine.connect() as conn:
+            collations = conn.exec_driver_sql(
+                "SELECT DISTINCT a.attcollation::regcollation::text FROM pg_attribute a "
+                "WHERE a.attrelid = ANY (ARRAY[%(v)s, %(c)s]::regclass[]) AND a.attname IN ('match_key', 'source')",
+                {"v": f"vapi_records_{hex_id}", "c": f"carrier_records_{hex_id}"}).scalars().all()
+            assert collations == ['"C"']
+    finally:
+        engine.dispose()
+
+
+def test_a_snapshot_outside_the_runs_partitions_is_still_diffed(db_url: str) -> None:
+    """Rows written into the snapshot tables themselves (as before 0005, or by a tool) rather
+    than into the run's partitions: the diff reads them through the tables, by run id."""
+    engine = make_engine(db_url)
+    run_id, other = str(uuid.uuid4()), str(uuid.uuid4())
+    try:
+        upgrade(db_url, engine)
+        with engine.begin() as conn:
+            for rid in (run_id, other):  # the other run's rows must not count
+                conn.execute(sa.insert(VapiRecord), [
+                    {"run_id": rid, "vapi_id": f"v{i}", "provider": "byo-phone-number", "number": n,
+                     "match_key": n, "account": "cred-a", "source": "trunk-a", "routed": True}
+                    for i, n in enumerate(["+14155550100", "+14155550199"] if rid == run_id else ["+14155550177"])])
+                conn.execute(sa.insert(CarrierRecord), [
+                    {"run_id": rid, "source": "trunk-a", "number": n, "match_key": n, "carrier_id": n,
+                     "routed_elsewhere": False}
+                    for n in (["+14155550100", "+14155550101"] if rid == run_id else ["+14155550188"])])
+        prepare_diff(sqlalchemy.orm.sessionmaker(engine), run_id)
+        with sqlalchemy.orm.Session(engine) as session:
+            judged = judge_sources(session, run_id, {"trunk-a": (2, None)}, {"trunk-a": "byo"}, 0.9)
+            assert judged["trunk-a"].status == "ok"
+            drafts = compute_findings(session, run_id, judgements=judged, selected=frozenset({"trunk-a"}),
+                                      filtered=False, now=datetime.now(UTC), stuck_after=timedelta(hours=1))
+        assert {(d.kind, d.number, d.source) for d in drafts} == {
+            ("missing_in_vapi", "+14155550101", "trunk-a"), ("orphaned", "+14155550199", "trunk-a")}
     finally:
         engine.dispose()
 

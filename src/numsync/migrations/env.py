@@ -23,6 +23,13 @@ def _include_name(name: str | None, type_: str, parent_names: object) -> bool:
     return not (type_ == "table" and name is not None and is_snapshot_partition(name))
 
 
+def _include_object(obj: object, name: str | None, type_: str, reflected: bool, compare_to: object) -> bool:
+    """Compare an index the models give one database only (``models._only_on``) on that database
+    alone; elsewhere it is not expected to exist."""
+    dialect = getattr(obj, "info", {}).get("dialect") if type_ == "index" and not reflected else None
+    return dialect is None or dialect == context.get_bind().dialect.name
+
+
 def _run(connection: sa.Connection) -> None:
     sqlite = connection.dialect.name == "sqlite"
     context.configure(
@@ -32,6 +39,7 @@ def _run(connection: sa.Connection) -> None:
         transaction_per_migration=True,
         compare_type=True,
         include_name=_include_name,
+        include_object=_include_object,
     )
     if connection.dialect.name == "postgresql":
         connection.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK_ID})
