@@ -31,6 +31,7 @@ from numsync.errors import DatabaseError
 __all__ = [
     "LogCopy",
     "alembic_config",
+    "bulk_insert",
     "current_revision",
     "head_revision",
     "make_engine",
@@ -42,6 +43,41 @@ __all__ = [
 log = structlog.get_logger(__name__)
 
 AUTOCHECKPOINT_PAGES = 1000  # SQLite's default, restored after a bulk transaction (LogCopy)
+
+
+def bulk_insert(session: Session, model: type[Any], rows: list[dict[str, Any]]) -> None:
+    """Insert ``rows`` (each with the same keys) into ``model``'s table, each value as its column's
+    type writes it (JSON encoded, times checked to be UTC), without the ORM's bulk path.
+
+    A run writes its findings, their first-seen state and its planned actions after the listings,
+    where nothing else runs beside it. For 10,000 findings on PostgreSQL, the ORM's bulk insert
+    took 0.41-0.44 s, a Core INSERT per row 0.25-0.29 s, and COPY 0.10 s; SQLite takes a Core
+    executemany.
+    """
+    if not rows:
+        return
+    table: sa.Table = model.__table__
+    conn = session.connection()
+    dialect = conn.dialect
+    if dialect.name != "postgresql" or dialect.driver != "psycopg":
+        conn.execute(table.insert(), rows)
+        return
+    names = list(rows[0])
+    # what an INSERT would fill in from the models: their columns' plain Python defaults
+    defaults = {c.name: c.default.arg for c in table.columns  # type: ignore[attr-defined]
+                if c.name not in rows[0] and c.default is not None and c.default.is_scalar}
+    columns = [*names, *defaults]
+    processors = [table.columns[name].type.dialect_impl(dialect).bind_processor(dialect) for name in columns]
+    filled = list(defaults.values())
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        with cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in rows:
+                values = [*map(row.__getitem__, names), *filled]
+                copy.write_row([value if process is None else process(value)
+                                for process, value in zip(processors, values, strict=True)])
+    finally:
+        cursor.close()
 
 
 def safe_url(url: str) -> str:

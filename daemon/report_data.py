@@ -19,6 +19,7 @@ from .models import Finding, Run, RunSource
 __all__ = ["HISTORY_RUNS", "build_report", "report_context", "resolve_run_id", "zulu"]
 
 HISTORY_RUNS = 30
+FINDINGS: sa.Table = Finding.__table__  # type: ignore[assignment]
 
 
 def zulu(ts: datetime | None) -> str | None:
@@ -47,7 +48,7 @@ def resolve_run_id(session: Session, run_id: str | None) -> str:
     return str(matches[0])
 
 
-def _finding_dict(f: Finding) -> dict[str, Any]:
+def _finding_dict(f: sa.Row[Any]) -> dict[str, Any]:
     return {
         "kind": f.kind,
         "number": f.number,
@@ -68,9 +69,9 @@ def build_report(session: Session, run_id: str) -> dict[str, Any]:
     sources = session.execute(
         sa.select(RunSource).where(RunSource.run_id == run_id).order_by(RunSource.source)
     ).scalars().all()
-    findings = session.execute(
-        sa.select(Finding).where(Finding.run_id == run_id).order_by(Finding.kind, Finding.source, Finding.number)
-    ).scalars().all()
+    findings = session.execute(  # rows, not ORM objects: a run may have tens of thousands, each read once
+        sa.select(FINDINGS).where(Finding.run_id == run_id).order_by(Finding.kind, Finding.source, Finding.number)
+    ).all()
     return {
         "schema_version": 1,
         "run_id": run.id,
@@ -104,9 +105,7 @@ def report_context(session: Session, run_id: str) -> dict[str, Any]:
     new_keys: set[tuple[str, str | None, str | None]] = set(current.values())
     resolved: list[dict[str, Any]] = []
     if prev_id is not None:
-        prev = {
-            f.key: f for f in session.execute(sa.select(Finding).where(Finding.run_id == prev_id)).scalars()
-        }
+        prev = {f.key: f for f in session.execute(sa.select(FINDINGS).where(Finding.run_id == prev_id))}
         new_keys = {v for k, v in current.items() if k not in prev}
         resolved = [_finding_dict(f) for k, f in prev.items() if k not in current]
     history = [

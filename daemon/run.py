@@ -27,7 +27,7 @@ from numsync.adapters.vapi_model import owner_for
 from numsync.config import Config
 
 from .apply import apply_plan, recover_started
-from .db import LogCopy
+from .db import LogCopy, bulk_insert
 from .diff import FindingDraft, compute_findings, judge_sources, prepare_diff
 from .models import Action, Finding, FindingState, Run, RunSource
 from .plan import make_plan
@@ -188,7 +188,7 @@ def _execute(
                             max_imports=config.policy.max_imports_per_run)
         now = clock()
         if planned:
-            session.execute(sa.insert(Action), [
+            bulk_insert(session, Action, [
                 {"run_id": run_id, "source": p.source, "number": p.number, "action": "import",
                  "state": p.state, "attempts": 0, "request": p.request, "detail": p.detail,
                  "created_at": now}
@@ -332,7 +332,7 @@ def _record_findings(session: Session, run_id: str, drafts: list[FindingDraft], 
             sa.select(FindingState.key, FindingState.first_seen_at).where(FindingState.key.in_(chunk))
         ).all())
     if drafts:
-        session.execute(sa.insert(Finding), [
+        bulk_insert(session, Finding, [
             {"run_id": run_id, "key": d.key, "kind": d.kind, "number": d.number, "source": d.source,
              "vapi_ids": d.vapi_ids, "carrier_id": d.carrier_id, "first_seen_at": known.get(d.key, now),
              "action": d.action, "action_status": d.action_status, "detail": d.detail}
@@ -350,7 +350,7 @@ def _record_findings(session: Session, run_id: str, drafts: list[FindingDraft], 
     session.execute(sa.update(FindingState).where(FindingState.key.in_(emitted)).values(last_seen_run=run_id))
     new = [d for d in drafts if d.key not in known]
     if new:
-        session.execute(sa.insert(FindingState), [
+        bulk_insert(session, FindingState, [
             {"key": d.key, "kind": d.kind, "number": d.number, "source": d.source, "first_seen_at": now,
              "last_seen_run": run_id}
             for d in new

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import uuid
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
-from numsync.daemon.db import AUTOCHECKPOINT_PAGES, LogCopy, make_engine
+from numsync.daemon.db import AUTOCHECKPOINT_PAGES, LogCopy, bulk_insert, make_engine, upgrade
+from numsync.daemon.models import Action, Run
 
 ROWS = 3000  # of 4 KiB each: 12 MiB, three times the log SQLite copies at commit by itself
 BLOB = b"x" * 4096
@@ -92,5 +95,36 @@ def test_on_postgresql_a_bulk_transaction_is_a_plain_one(pg_url: str) -> None:
         copy.wait()
         with engine.connect() as conn:
             assert conn.exec_driver_sql("SELECT count(*) FROM bulk").scalar_one() == 10
+    finally:
+        engine.dispose()
+
+
+def test_bulk_insert_writes_what_the_orm_would(db_url: str) -> None:
+    """``bulk_insert`` (COPY on PostgreSQL) writes each value as its column's type does: JSON
+    encoded (None as JSON null, like the ORM), times checked to be aware, plain defaults filled in."""
+    engine = make_engine(db_url)
+    try:
+        upgrade(db_url, engine)
+        when = datetime(2026, 11, 27, 12, 30, 15, 250000, tzinfo=timezone(timedelta(hours=2)))
+        run_id = str(uuid.uuid4())
+        with Session(engine) as session, session.begin():
+            session.add(Run(id=run_id, seq=1, mode="plan", started_at=when))
+        with Session(engine) as session, session.begin():
+            bulk_insert(session, Action, [
+                {"run_id": run_id, "source": "s", "number": n, "action": "import", "state": "planned",
+                 "request": request, "detail": "d'é\t\\n", "created_at": when}
+                for n, request in (("+1", {"number": "+1", "tags": ["a", None]}), ("+2", None))])
+        with Session(engine) as session:
+            got = session.execute(sa.select(Action).order_by(Action.number)).scalars().all()
+            assert [(a.number, a.request, a.attempts, a.detail, a.created_at, a.vapi_id) for a in got] == [
+                ("+1", {"number": "+1", "tags": ["a", None]}, 0, "d'é\t\\n", when, None),
+                ("+2", None, 0, "d'é\t\\n", when, None)]
+            assert session.execute(sa.select(sa.func.count()).where(Action.request.is_(None))).scalar_one() == 0
+        refused = pytest.raises((sa.exc.StatementError, ValueError), match="naive")
+        with Session(engine) as session, session.begin(), refused:
+            bulk_insert(session, Action, [{"run_id": run_id, "source": "s", "number": "+3", "action": "import",
+                                           "state": "planned", "created_at": datetime(2026, 1, 1)}])
+        with Session(engine) as session:
+            assert session.execute(sa.select(sa.func.count()).select_from(Action)).scalar_one() == 2
     finally:
         engine.dispose()
