@@ -63,6 +63,8 @@ class Job:
     # which MessagePack carries with their types (not a naive datetime, a set, a UUID ...): from a
     # listing process they then cross the pipe as MessagePack (``_packed``).
     plain_rows: bool = False
+    # How much lower a CPU priority (Unix nice) its listing process takes: see ``take_snapshot``.
+    nice: int = 0
 
 
 # -- relayed callbacks ------------------------------------------------------------------------------
@@ -156,6 +158,9 @@ def _child_main(conn: multiprocessing.connection.Connection, job: Job, parent: i
         os._exit(1)
     os.read(go, 1)  # end of file once the parent has forked every listing (see run_in_processes)
     os.close(go)
+    if job.nice:
+        with contextlib.suppress(OSError):  # a priority is a preference: never a reason to fail
+            os.nice(job.nice)
     # The listing hands messages to a sender thread: a send blocks while the parent is busy
     # writing another listing's batch, and the listing must not stall on it (it would turn the
     # parent's writes into everyone's latency). A bounded queue still holds a listing back when

@@ -26,7 +26,14 @@ from numsync.app import run_once
 from numsync.config import Config, parse_config
 from numsync.daemon.db import make_engine, open_database
 from numsync.daemon.models import CarrierRecord, Run, VapiRecord
-from numsync.daemon.snapshot import _aware_ts, _carrier_row, _sqlite_stamp, _vapi_row, take_snapshot
+from numsync.daemon.snapshot import (
+    VAPI_LISTING_NICE,
+    _aware_ts,
+    _carrier_row,
+    _sqlite_stamp,
+    _vapi_row,
+    take_snapshot,
+)
 from numsync.daemon.workers import (
     Job,
     _packed,
@@ -206,6 +213,22 @@ def test_threads_run_the_same_jobs_and_report_a_failure_as_text() -> None:
     assert events == [("t", "rows", [1, 2]), ("t", "error", "failed: boom")]
     in_processes = list(run_in_processes([Job("p", job, lambda exc: f"failed: {exc}")]))
     assert [e for e in in_processes if e[1] != "cpu"] == [("p", "rows", [1, 2]), ("p", "error", "failed: boom")]
+
+
+def _priority_job() -> Iterator[tuple[str, Any]]:
+    yield "rows", [os.getpriority(os.PRIO_PROCESS, 0)]
+
+
+def test_a_job_may_take_a_lower_cpu_priority_for_its_process() -> None:
+    """As the Vapi listing does (``VAPI_LISTING_NICE``), so the carriers' listings get the cores first;
+    the other listings and the parent keep theirs."""
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    jobs = [Job("vapi", _priority_job, repr, nice=VAPI_LISTING_NICE), Job("carrier", _priority_job, repr)]
+    got = {tag: payload[0] for tag, kind, payload in run_in_processes(jobs) if kind == "rows"}
+    assert got == {"vapi": min(19, base + VAPI_LISTING_NICE), "carrier": base}
+    assert os.getpriority(os.PRIO_PROCESS, 0) == base
+    # in threads (one process) a job's priority cannot be its own: it runs as the others do
+    assert [e for e in run_in_threads(jobs[:1]) if e[1] == "rows"] == [("vapi", "rows", [base])]
 
 
 def _siblings_job(all_looked: Any) -> Iterator[tuple[str, Any]]:
