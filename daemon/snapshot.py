@@ -47,10 +47,10 @@ BATCH = 2000
 # of 20 ms latency for a million records); the carriers page through 100 (Vonage) or 250 (Telnyx)
 # records 4 at a time, or one page after another (Twilio), and a carrier listing kept waiting for
 # a core waits longer in all. Where the cores are enough for everyone, nothing changes; where
-# they are not, Vapi's listing takes what the carriers leave, and none of its CPU time is lost.
-# A 1,000,000-number plan on two cores: 24.40-24.44 s against 24.98-25.92 s on PostgreSQL, and
-# 24.29 and 23.47 s against 25.14 and 23.84 s on SQLite (interleaved).
-VAPI_LISTING_NICE = 10
+# they are not, Vapi's listing takes more of what the carriers leave. Not more than 5: on SQLite
+# the run's own process (which writes every row) is busy too, and at 10 Vapi's listing, starved,
+# became the slowest (25.8 s of a 29.4 s plan of a million numbers, on two cores).
+VAPI_LISTING_NICE = 5
 
 
 class _BulkWriter:
