@@ -19,7 +19,7 @@ from .models import Finding, Run, RunSource
 __all__ = ["HISTORY_RUNS", "build_report", "report_context", "resolve_run_id", "zulu"]
 
 HISTORY_RUNS = 30
-FINDINGS: sa.Table = Finding.__table__  # type: ignore[assignment]
+_FINDINGS: sa.Table = Finding.__table__  # type: ignore[assignment]
 
 
 def zulu(ts: datetime | None) -> str | None:
@@ -70,7 +70,7 @@ def build_report(session: Session, run_id: str) -> dict[str, Any]:
         sa.select(RunSource).where(RunSource.run_id == run_id).order_by(RunSource.source)
     ).scalars().all()
     findings = session.execute(  # rows, not ORM objects: a run may have tens of thousands, each read once
-        sa.select(FINDINGS).where(Finding.run_id == run_id).order_by(Finding.kind, Finding.source, Finding.number)
+        sa.select(_FINDINGS).where(Finding.run_id == run_id).order_by(Finding.kind, Finding.source, Finding.number)
     ).all()
     return {
         "schema_version": 1,
@@ -105,7 +105,7 @@ def report_context(session: Session, run_id: str) -> dict[str, Any]:
     new_keys: set[tuple[str, str | None, str | None]] = set(current.values())
     resolved: list[dict[str, Any]] = []
     if prev_id is not None:
-        prev = {f.key: f for f in session.execute(sa.select(FINDINGS).where(Finding.run_id == prev_id))}
+        prev = {f.key: f for f in session.execute(sa.select(_FINDINGS).where(Finding.run_id == prev_id))}
         new_keys = {v for k, v in current.items() if k not in prev}
         resolved = [_finding_dict(f) for k, f in prev.items() if k not in current]
     history = [
