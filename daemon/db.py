@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,8 @@ __all__ = [
     "LogCopy",
     "alembic_config",
     "bulk_insert",
+    "can_copy",
+    "copy_rows",
     "current_revision",
     "head_revision",
     "make_engine",
@@ -43,6 +45,26 @@ __all__ = [
 log = structlog.get_logger(__name__)
 
 AUTOCHECKPOINT_PAGES = 1000  # SQLite's default, restored after a bulk transaction (LogCopy)
+
+
+def can_copy(conn: sa.Connection) -> bool:
+    """Whether ``copy_rows`` can write through this connection: PostgreSQL's COPY, as psycopg 3 sends it."""
+    return conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg"
+
+
+def copy_rows(conn: sa.Connection, statement: str, rows: Iterable[Sequence[Any]],
+              types: Sequence[str] | None = None) -> None:
+    """Send ``rows`` through ``statement`` (a ``COPY ... FROM STDIN``), each value as psycopg dumps it,
+    or, given ``types``, in binary as those PostgreSQL types."""
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        with cursor.copy(statement) as copy:
+            if types is not None:
+                copy.set_types(types)
+            for row in rows:
+                copy.write_row(row)
+    finally:
+        cursor.close()
 
 
 def bulk_insert(session: Session, model: type[Any], rows: list[dict[str, Any]]) -> None:
@@ -58,8 +80,7 @@ def bulk_insert(session: Session, model: type[Any], rows: list[dict[str, Any]]) 
         return
     table: sa.Table = model.__table__
     conn = session.connection()
-    dialect = conn.dialect
-    if dialect.name != "postgresql" or dialect.driver != "psycopg":
+    if not can_copy(conn):
         conn.execute(table.insert(), rows)
         return
     names = list(rows[0])
@@ -67,17 +88,13 @@ def bulk_insert(session: Session, model: type[Any], rows: list[dict[str, Any]]) 
     defaults = {c.name: c.default.arg for c in table.columns  # type: ignore[attr-defined]
                 if c.name not in rows[0] and c.default is not None and c.default.is_scalar}
     columns = [*names, *defaults]
-    processors = [table.columns[name].type.dialect_impl(dialect).bind_processor(dialect) for name in columns]
+    processors = [table.columns[name].type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
+                  for name in columns]
     filled = list(defaults.values())
-    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    try:
-        with cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
-            for row in rows:
-                values = [*map(row.__getitem__, names), *filled]
-                copy.write_row([value if process is None else process(value)
-                                for process, value in zip(processors, values, strict=True)])
-    finally:
-        cursor.close()
+    copy_rows(conn, f"COPY {table.name} ({', '.join(columns)}) FROM STDIN", (
+        [value if process is None else process(value)
+         for process, value in zip(processors, [*map(row.__getitem__, names), *filled], strict=True)]
+        for row in rows))
 
 
 def safe_url(url: str) -> str:

@@ -108,15 +108,22 @@ class _Run:
         return self.of(self.C)
 
 
+def _partitions_of(session: Session, run_id: str) -> dict[str, str] | None:
+    """``run_id``'s partition of each snapshot table, by table; None where it has none (SQLite, or
+    rows written into the tables themselves)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return None
+    names = {table: snapshot_partition(table, run_id) for table in SNAPSHOT_TABLES}
+    found = session.execute(sa.select(*(sa.func.to_regclass(name) for name in names.values()))).one()
+    return names if all(found) else None
+
+
 def _rows_of(session: Session, run_id: str) -> _Run:
-    if session.get_bind().dialect.name == "postgresql":
-        names = [snapshot_partition(table, run_id) for table in SNAPSHOT_TABLES]
-        found = session.execute(sa.select(*(sa.func.to_regclass(name) for name in names))).one()
-        if all(found):
-            v, c = (aliased(model, _partition(model, name), adapt_on_names=True)
-                    for model, name in zip((V, C), names, strict=True))
-            return _Run(run_id, v, c, partitioned=True)
-    return _Run(run_id, V, C, partitioned=False)
+    names = _partitions_of(session, run_id)
+    if names is None:
+        return _Run(run_id, V, C, partitioned=False)
+    v, c = (aliased(model, _partition(model, names[model.__tablename__]), adapt_on_names=True) for model in (V, C))
+    return _Run(run_id, v, c, partitioned=True)
 
 
 def _partition(model: Any, name: str) -> sa.Table:
@@ -142,9 +149,8 @@ def prepare_diff(sessions: sessionmaker[Session], run_id: str | None = None) -> 
         with sessions() as session:
             if session.get_bind().dialect.name != "postgresql":
                 return
-            tables = ", ".join(SNAPSHOT_TABLES)
-            if run_id is not None and (run := _rows_of(session, run_id)).partitioned:
-                tables = ", ".join(sa.inspect(entity).selectable.name for entity in (run.V, run.C))
+            partitions = _partitions_of(session, run_id) if run_id is not None else None
+            tables = ", ".join(partitions.values() if partitions else SNAPSHOT_TABLES)
         with sessions() as session:
             conn = session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
             conn.exec_driver_sql(f"VACUUM (SKIP_LOCKED, INDEX_CLEANUP OFF) {tables}")

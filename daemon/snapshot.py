@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from numsync.adapters.base import Source, SourceRecord, VapiApi, VapiNumber, is_storable, storable, to_e164
 from numsync.errors import DatabaseError, NumsyncError
 
+from .db import can_copy, copy_rows
 from .models import (
     SNAPSHOT_TABLES,
     CarrierRecord,
@@ -44,9 +45,9 @@ BATCH = 2000
 
 # Vapi's listing runs at a lower CPU priority than the carriers' when they run in processes. It
 # pages 8 at a time through 1,000-record pages, so its requests take little of a run's time (2.5 s
-# of 20 ms latency for a million records); the carriers page through 100 (Vonage) or 250 (Telnyx)
-# records 4 at a time, or one page after another (Twilio), and a carrier listing kept waiting for
-# a core waits longer in all. Where the cores are enough for everyone, nothing changes; where
+# of 20 ms latency for a million records); carriers' APIs page through smaller pages, fewer at a
+# time or one after another (each adapter says how), and a carrier listing kept waiting for a
+# core waits longer in all. Where the cores are enough for everyone, nothing changes; where
 # they are not, Vapi's listing takes more of what the carriers leave. Not more than 5: on SQLite
 # the run's own process (which writes every row) is busy too, and at 10 Vapi's listing, starved,
 # became the slowest (25.8 s of a 29.4 s plan of a million numbers, on two cores).
@@ -78,7 +79,7 @@ class _BulkWriter:
                      f"VALUES ({', '.join([mark] * len(self.columns))})")
         self._copy: str | None = None
         self._types: list[str] | None = None
-        if self._conn.dialect.name == "postgresql" and self._conn.dialect.driver == "psycopg":
+        if can_copy(self._conn):
             self._types = _binary_types(columns)
             options = [*(["FORMAT BINARY"] if self._types is not None else []), *(["FREEZE"] if fresh else [])]
             with_options = f" ({', '.join(options)})" if options else ""
@@ -93,15 +94,7 @@ class _BulkWriter:
         if self._copy is None:
             self._conn.exec_driver_sql(self._sql, rows)
             return
-        cursor = self._conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        try:
-            with cursor.copy(self._copy) as copy:
-                if self._types is not None:
-                    copy.set_types(self._types)
-                for row in rows:
-                    copy.write_row(row)
-        finally:
-            cursor.close()
+        copy_rows(self._conn, self._copy, rows, self._types)
 
 
 def _binary_types(columns: list[sa.Column[Any]]) -> list[str] | None:
