@@ -136,17 +136,17 @@ def write_snapshot(
     # Rows are made first, by the snapshot's own row builders, so the timings are the database's
     # insert cost alone.
     with sessions() as s:
-        stamp = _BulkWriter(s, cast(sa.Table, VapiRecord.__table__), skip=SKIP).stamp
+        stamp = _BulkWriter(s, cast(sa.Table, VapiRecord.__table__), run_id, skip=SKIP).stamp
         carrier_batches = []
         for source, rec in carrier_rows(n):
             numbers[source] += 1
-            carrier_batches.append(_carrier_row(run_id, source, rec))
-        vapi_batches = [_vapi_row(run_id, rec, OWNERS, stamp) for rec in vapi_rows(n)]
+            carrier_batches.append(_carrier_row(source, rec))
+        vapi_batches = [_vapi_row(rec, OWNERS, stamp) for rec in vapi_rows(n)]
     for table, rows in ((CarrierRecord.__table__, carrier_batches), (VapiRecord.__table__, vapi_batches)):
         t = time.monotonic()
         with sessions.begin() as s:  # as take_snapshot writes: on PostgreSQL, the run's partition
             tables = _RunTables(s, run_id)
-            writer = _BulkWriter(s, cast(sa.Table, table), skip=SKIP if table is VapiRecord.__table__ else (),
+            writer = _BulkWriter(s, cast(sa.Table, table), run_id, skip=SKIP if table is VapiRecord.__table__ else (),
                                  fresh=tables.table_for(cast(sa.Table, table)))
             for start in range(0, len(rows), BATCH):
                 writer.write(rows[start:start + BATCH])

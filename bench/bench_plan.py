@@ -163,7 +163,7 @@ def main() -> None:
             run_once(cfg, mode="plan")
         metrics = Metrics()
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        emu_cpu0 = sum(proc_cpu(p.pid) for p in procs)
+        emu_cpu0 = {api: proc_cpu(p.pid) for api, p in zip(APIS, procs, strict=True)}
         db_cpu0 = database_server_cpu() if args.db == "postgres" else 0.0
         kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu0 = time.process_time()
@@ -174,7 +174,8 @@ def main() -> None:
         kids1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         listing_cpu = (kids1.ru_utime + kids1.ru_stime) - (kids0.ru_utime + kids0.ru_stime)
         listing_rss = kids1.ru_maxrss
-        emu_cpu = sum(proc_cpu(p.pid) for p in procs) - emu_cpu0
+        emu_cpu_by_api = {api: round(proc_cpu(p.pid) - emu_cpu0[api], 2) for api, p in zip(APIS, procs, strict=True)}
+        emu_cpu = sum(emu_cpu_by_api.values())
         db_cpu = database_server_cpu() - db_cpu0 if args.db == "postgres" else 0.0
         rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         peer = None
@@ -226,6 +227,7 @@ def main() -> None:
         "listing_cpu_s": stats.get("listing_cpu_seconds"),
         "requests": requests, "minimum_requests": minimum,
         "cpu_s": round(cpu, 2), "listing_processes_cpu_s": round(listing_cpu, 2), "emulators_cpu_s": round(emu_cpu, 2),
+        "emulator_cpu_s": emu_cpu_by_api,
         "database_server_cpu_s": round(db_cpu, 2) if args.db == "postgres" else None,
         # every process of the run shares this machine's cores: the wall time can't go below this
         "cpu_floor_s": round((cpu + listing_cpu + emu_cpu + db_cpu) / (os.cpu_count() or 1), 2),

@@ -66,24 +66,35 @@ class _BulkWriter:
     (1.0 s against 3.5-3.8 s per million vapi_records rows) and less of the server's.
     """
 
-    def __init__(self, session: Session, table: sa.Table, *, skip: tuple[str, ...] = (),
+    def __init__(self, session: Session, table: sa.Table, run_id: str, *, skip: tuple[str, ...] = (),
                  fresh: str | None = None) -> None:
-        """``fresh``: write into this table instead, one made (empty) in this transaction with
-        ``table``'s columns, which COPY may then write frozen (``_RunTables``)."""
+        """Rows hold every column but ``run_id`` (and ``skip``): the run's id is the same in each,
+        so it is written once, not carried by every row from its listing's process and bound to
+        every insert (13 values a Vapi row became 12: SQLite inserts a million in 3.6-3.7 s rather
+        than 3.8-4.0). ``fresh``: write into this table instead, one made (empty) in this
+        transaction by ``_RunTables.table_for``, whose run_id defaults to the run's, which COPY
+        may then write frozen."""
         self._conn = session.connection()
-        columns = [c for c in table.columns if c.name not in skip]
+        columns = [c for c in table.columns if c.name not in skip and c.name != "run_id"]
         self.columns = [c.name for c in columns]
         into = fresh or table.name
+        names = ", ".join(self.columns)
         mark = "?" if self._conn.dialect.paramstyle == "qmark" else "%s"
-        self._sql = (f"INSERT INTO {into} ({', '.join(self.columns)}) "
-                     f"VALUES ({', '.join([mark] * len(self.columns))})")
+        literal = "'" + run_id.replace("'", "''") + "'"
+        self._sql = f"INSERT INTO {into} (run_id, {names}) VALUES ({literal}, {', '.join([mark] * len(self.columns))})"
         self._copy: str | None = None
         self._types: list[str] | None = None
+        self._run_id: tuple[str, ...] = ()  # prepended to each row copied into a table without the default
         if can_copy(self._conn):
             self._types = _binary_types(columns)
             options = [*(["FORMAT BINARY"] if self._types is not None else []), *(["FREEZE"] if fresh else [])]
             with_options = f" ({', '.join(options)})" if options else ""
-            self._copy = f"COPY {into} ({', '.join(self.columns)}) FROM STDIN{with_options}"
+            if fresh:
+                self._copy = f"COPY {into} ({names}) FROM STDIN{with_options}"
+            else:
+                self._copy = f"COPY {into} (run_id, {names}) FROM STDIN{with_options}"
+                self._types = ["text", *self._types] if self._types is not None else None
+                self._run_id = (run_id,)
         # A remote timestamp (ISO text) as this driver takes a UTCDateTime column's value.
         self.stamp: Callable[[str | None], Any] = _sqlite_stamp if self._conn.dialect.name == "sqlite" else _aware_ts
 
@@ -94,6 +105,8 @@ class _BulkWriter:
         if self._copy is None:
             self._conn.exec_driver_sql(self._sql, rows)
             return
+        if self._run_id:
+            rows = [self._run_id + row for row in rows]
         copy_rows(self._conn, self._copy, rows, self._types)
 
 
@@ -146,8 +159,10 @@ class _RunTables:
         mine = snapshot_partition(table.name, self._run_id)
         # With the table's CHECK constraints, which a partition must have to be attached, and one
         # that each row is the run's, checked as it is copied, so attaching needs no pass to check it.
+        # Rows are written without their run_id (``_BulkWriter``): here it defaults to the run's.
         self._ddl(f"CREATE TABLE {mine} (LIKE {table.name} INCLUDING DEFAULTS INCLUDING CONSTRAINTS, "
                   f"CONSTRAINT {mine}_run CHECK (run_id = '{self._run_id}'))", table.name)
+        self._ddl(f"ALTER TABLE {mine} ALTER COLUMN run_id SET DEFAULT '{self._run_id}'", table.name)
         self._unattached[table.name] = mine
         return mine
 
@@ -333,13 +348,13 @@ def take_snapshot(
     result = SnapshotResult(sources={s.name: SourceOutcome(s.name, s.kind) for s in sources})
     tables = _RunTables(session, run_id)
     vapi_table, carrier_table = cast(sa.Table, VapiRecord.__table__), cast(sa.Table, CarrierRecord.__table__)
-    vapi_writer = _BulkWriter(session, vapi_table, skip=("raw",), fresh=tables.table_for(vapi_table))
-    carrier_writer = _BulkWriter(session, carrier_table, fresh=tables.table_for(carrier_table))
+    vapi_writer = _BulkWriter(session, vapi_table, run_id, skip=("raw",), fresh=tables.table_for(vapi_table))
+    carrier_writer = _BulkWriter(session, carrier_table, run_id, fresh=tables.table_for(carrier_table))
     # plain_rows: a row holds text, None, bools and ``stamp``'s text or aware datetime (``_vapi_row``, ``_carrier_row``)
-    jobs = [Job("vapi", lambda: _vapi_job(vapi, run_id, owners, vapi_writer.stamp), _error_text, plain_rows=True,
+    jobs = [Job("vapi", lambda: _vapi_job(vapi, owners, vapi_writer.stamp), _error_text, plain_rows=True,
                 nice=VAPI_LISTING_NICE)]
     for src in sources:
-        jobs.append(Job(src.name, functools.partial(_source_job, src, run_id), _error_text, plain_rows=True))
+        jobs.append(Job(src.name, functools.partial(_source_job, src), _error_text, plain_rows=True))
     started = time.monotonic()
     writing = _Writing()
     events = run_in_processes(jobs) if processes else run_in_threads(jobs)
@@ -396,7 +411,7 @@ def take_snapshot(
 Row = tuple[Any, ...]
 
 
-def _vapi_job(vapi: VapiApi, run_id: str, owners: dict[tuple[str, str], str],
+def _vapi_job(vapi: VapiApi, owners: dict[tuple[str, str], str],
               stamp: Callable[[str | None], Any]) -> Iterator[tuple[str, Any]]:
     """Vapi's records as finished rows (``iter_numbers`` gives each record once)."""
     said: list[tuple[int, int]] = []
@@ -406,7 +421,7 @@ def _vapi_job(vapi: VapiApi, run_id: str, owners: dict[tuple[str, str], str],
 
     rows: list[Row] = []
     for rec in vapi.iter_numbers(progress=vapi_progress):
-        rows.append(_vapi_row(run_id, rec, owners, stamp))
+        rows.append(_vapi_row(rec, owners, stamp))
         if said:
             if rows:
                 yield "rows", rows
@@ -423,8 +438,8 @@ def _vapi_job(vapi: VapiApi, run_id: str, owners: dict[tuple[str, str], str],
     yield "bound", vapi.listing_bound
 
 
-def _source_job(src: Source, run_id: str) -> Iterator[tuple[str, Any]]:
-    rows = (_carrier_row(run_id, src.name, rec) for rec in src.list_numbers())
+def _source_job(src: Source) -> Iterator[tuple[str, Any]]:
+    rows = (_carrier_row(src.name, rec) for rec in src.list_numbers())
     while batch := list(itertools.islice(rows, BATCH)):
         yield "rows", batch
 
@@ -434,9 +449,10 @@ def _cut(value: str | None, size: int) -> str | None:
     return value[:size] if value else value
 
 
-def _vapi_row(run_id: str, rec: VapiNumber, owners: dict[tuple[str, str], str],
+def _vapi_row(rec: VapiNumber, owners: dict[tuple[str, str], str],
               stamp: Callable[[str | None], Any]) -> tuple[Any, ...]:
-    """One vapi_records row as the driver takes it, in the table's column order; ``raw`` is not kept.
+    """One vapi_records row as the driver takes it, in the table's column order; neither ``raw`` nor
+    ``run_id`` (``_BulkWriter``) is in it.
 
     Values are cut to their columns (PostgreSQL refuses an over-long one and fails the run);
     inline, because this runs once per Vapi record (``s[:n]`` is ``s`` itself when it fits).
@@ -447,7 +463,6 @@ def _vapi_row(run_id: str, rec: VapiNumber, owners: dict[tuple[str, str], str],
     account = rec.account
     name = rec.name
     return (
-        run_id,
         rec.id[:64],
         rec.provider[:32],
         rec.number and rec.number[:64],
@@ -463,9 +478,9 @@ def _vapi_row(run_id: str, rec: VapiNumber, owners: dict[tuple[str, str], str],
     )
 
 
-def _carrier_row(run_id: str, source: str, rec: SourceRecord) -> tuple[Any, ...]:
+def _carrier_row(source: str, rec: SourceRecord) -> tuple[Any, ...]:
     """One carrier_records row as the driver takes it (labels as JSON text), in the table's column
-    order (id is generated).
+    order, without ``run_id`` (``_BulkWriter``).
 
     Text no database can hold (U+0000, a lone surrogate) becomes U+FFFD, as in the JSON the
     adapters read (``http_util.loads``): an SDK's own parsing or a CSV file can hold it too, and
@@ -481,7 +496,6 @@ def _carrier_row(run_id: str, source: str, rec: SourceRecord) -> tuple[Any, ...]
         rec = rec._make(storable(list(rec)))
         labels = orjson.dumps(dict(rec.labels)).decode() if rec.labels else None
     return (
-        run_id,
         source,
         rec.number[:128],
         _cut(rec.e164, 64),

@@ -47,6 +47,10 @@ def test_unreadable_times_are_stored_as_null(text: str | None) -> None:
     assert _sqlite_stamp(text) is None
 
 
+# Rows do not carry their run id: the writer writes it, on SQLite as a literal (hence the quote).
+RUN = "run 'one'"
+
+
 def test_rows_read_back_as_the_orm_would_have_written_them(db_url: str) -> None:
     """Through the writer the snapshot uses: executemany on SQLite, binary COPY on PostgreSQL,
     where a value of the wrong type or form would fail the copy or read back changed."""
@@ -64,16 +68,17 @@ def test_rows_read_back_as_the_orm_would_have_written_them(db_url: str) -> None:
         other = to_vapi_number({"id": "v2", "provider": "byo-phone-number", "name": "Caf\u00e9",
                                 "updatedAt": "2026-11-26T21:00:01"})
         with Session(engine) as session, session.begin():
-            session.add(Run(id="r1", seq=1, mode="plan", status="running", started_at=datetime.now(UTC)))
+            session.add(Run(id=RUN, seq=1, mode="plan", status="running", started_at=datetime.now(UTC)))
         with Session(engine) as session, session.begin():
-            carriers = _BulkWriter(session, cast(sa.Table, CarrierRecord.__table__))
-            carriers.write([_carrier_row("r1", "twilio-main", carrier), _carrier_row("r1", "twilio-main", bare)])
-            vapis = _BulkWriter(session, cast(sa.Table, VapiRecord.__table__), skip=("raw",))
+            carriers = _BulkWriter(session, cast(sa.Table, CarrierRecord.__table__), RUN)
+            carriers.write([_carrier_row("twilio-main", carrier), _carrier_row("twilio-main", bare)])
+            vapis = _BulkWriter(session, cast(sa.Table, VapiRecord.__table__), RUN, skip=("raw",))
             owners = {("twilio", "AC1"): "twilio-main"}
-            vapis.write([_vapi_row("r1", vapi, owners, vapis.stamp), _vapi_row("r1", other, owners, vapis.stamp)])
+            vapis.write([_vapi_row(vapi, owners, vapis.stamp), _vapi_row(other, owners, vapis.stamp)])
         with Session(engine) as session:
             got, got_bare = session.execute(sa.select(CarrierRecord).order_by(CarrierRecord.carrier_id)).scalars()
             seen, seen_other = session.execute(sa.select(VapiRecord).order_by(VapiRecord.vapi_id)).scalars()
+        assert {got.run_id, got_bare.run_id, seen.run_id, seen_other.run_id} == {RUN}
         assert got.labels == {"country": "US", "note": "\u00fc"}
         assert (got.number, got.match_key, got.carrier_id, got.routing) == ("+14155550100", "+14155550100", "PN1",
                                                                            "https://x")

@@ -265,8 +265,8 @@ def test_snapshot_rows_cross_the_pipe_with_their_values_and_types() -> None:
                            "createdAt": "2026-11-26T20:55:55.628Z", "updatedAt": "2026-11-26T20:55:55"})
     carrier = SourceRecord(number="+14155550100", e164="+14155550100", carrier_id="PN1", status="in-use",
                            labels={"country": "US"}, routing="https://x", routed_elsewhere=True)
-    rows = [_vapi_row("run", rec, {("twilio", "AC" + "1" * 32): "tw"}, stamp)
-            for rec in (vapi, bare) for stamp in (_aware_ts, _sqlite_stamp)] + [_carrier_row("run", "tw", carrier)]
+    rows = [_vapi_row(rec, {("twilio", "AC" + "1" * 32): "tw"}, stamp)
+            for rec in (vapi, bare) for stamp in (_aware_ts, _sqlite_stamp)] + [_carrier_row("tw", carrier)]
     kind, payload = _unpacked(*_packed(("rows", rows, []))[:2])
     assert kind == "rows" and payload == rows
     assert [[type(v) for v in row] for row in payload] == [[type(v) for v in row] for row in rows]
