@@ -210,16 +210,21 @@ def diff_once(module: ModuleType, sessions: sessionmaker[Session], run_id: str,
               timer: StatementTimer | None = None) -> tuple[dict[str, Any], list[Any], dict[str, float]]:
     kinds = {name: SOURCES[name][0] for name in listed}
     stages = {}
+    scan: dict[str, Any] = {}
+    if hasattr(module, "scan_run"):  # the passes over every row, two at a time, as run.py asks them
+        t = time.monotonic()
+        scan["scan"] = module.scan_run(sessions, run_id, [n for n, (_, err) in listed.items() if err is None])
+        stages["scan_run"] = time.monotonic() - t
     with sessions.begin() as s:
         if timer:
             timer.attach(s)
         t = time.monotonic()
-        judgements = module.judge_sources(s, run_id, listed, kinds, 0.5)
+        judgements = module.judge_sources(s, run_id, listed, kinds, 0.5, **scan)
         stages["judge_sources"] = time.monotonic() - t
         t = time.monotonic()
         drafts = module.compute_findings(
             s, run_id, judgements=judgements, selected=selected or frozenset(listed), filtered=selected is not None,
-            now=NOW, stuck_after=timedelta(hours=1),
+            now=NOW, stuck_after=timedelta(hours=1), **scan,
         )
         stages["compute_findings"] = time.monotonic() - t
     return judgements, drafts, stages
@@ -311,7 +316,8 @@ def bench_db(db: str, n: int, repeat: int, ref: ModuleType | None, history: int)
                 kinds[d.kind] += 1
             label = "" if repeat == 1 else f" #{attempt + 1}"
             total = prepare_s + suspect_s + sum(stages.values())
-            print(f"{db} n={n}{label}: prepare_diff {prepare_s:.3f}s, vapi_suspect {suspect_s:.3f}s, "
+            scanned = f"scan_run {stages['scan_run']:.3f}s, " if "scan_run" in stages else ""
+            print(f"{db} n={n}{label}: prepare_diff {prepare_s:.3f}s, vapi_suspect {suspect_s:.3f}s, {scanned}"
                   f"judge_sources {stages['judge_sources']:.3f}s, compute_findings {stages['compute_findings']:.3f}s, "
                   f"diff total {total:.3f}s")
             print("  per statement: " + ", ".join(f"{k} {v:.3f}s" for k, v in sorted(timer.seconds.items())))

@@ -300,6 +300,13 @@ class LogCopy:
                 raw.close()
 
 
+def reads_in_parallel(engine: Engine) -> bool:
+    """Whether two sessions of ``engine`` read the same database at once: PostgreSQL, or a SQLite
+    file (in WAL mode readers do not wait for each other); not an in-memory SQLite database, of
+    which each thread's connection is a database of its own."""
+    return engine.dialect.name == "postgresql" or _wal_file(engine)
+
+
 def _wal_file(engine: Engine) -> bool:
     """Whether the engine's database is a SQLite file (in WAL mode: ``_sqlite_pragmas``)."""
     return engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:")

@@ -12,11 +12,16 @@ two Vapi records hold. Each is one pass over the (match_key, source) indexes of 
 then read only the records with those keys (``_among``). The second question is asked once, by
 ``judge_sources``, and its answer travels to ``compute_findings`` in the judgements. Blocked,
 unrouted and sourceless records come from a partial index of their own (``_notable``).
+
+The three passes (and the count of each source's Vapi records, a fourth) need nothing but the
+snapshot, so ``scan_run`` asks them before judging, two at a time on connections of their own:
+the rest of a run waits for the diff on one core, and both databases answer two readers at once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -24,16 +29,20 @@ from typing import Any
 import sqlalchemy as sa
 import structlog
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from numsync.adapters.base import country_of
 from numsync.adapters.vapi_model import CARRIER_PROVIDERS
 
+from .db import reads_in_parallel
 from .models import NOTABLE_VAPI_RECORD, SNAPSHOT_TABLES, snapshot_partition
 from .models import CarrierRecord as C
 from .models import VapiRecord as V
 
-__all__ = ["FindingDraft", "SourceJudgement", "compute_findings", "judge_sources", "prepare_diff"]
+__all__ = [
+    "FindingDraft", "RunScan", "SourceJudgement", "compute_findings", "judge_sources", "prepare_diff", "scan_run",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -76,6 +85,18 @@ class SourceJudgement:
     # Not in the report: the source's Vapi records whose number it does not list, found while
     # judging it; compute_findings turns them into 'moved' and 'orphaned' without asking again.
     unowned: list[Unowned] | None = field(default=None, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class RunScan:
+    """The answers of the passes over every row of a run (``scan_run``), for ``judge_sources`` and
+    ``compute_findings`` to use instead of asking them again."""
+
+    sources: tuple[str, ...]  # the sources ``held`` and ``unlisted`` are for
+    held: dict[str, int]  # each source's Vapi records
+    unlisted: list[str]  # numbers held under one of ``sources`` that does not list them
+    unheld: list[str]  # numbers a source lists that no Vapi record holds
+    twice: list[str]  # numbers two or more Vapi records hold
 
 
 @dataclass(frozen=True)
@@ -162,36 +183,106 @@ def prepare_diff(sessions: sessionmaker[Session], run_id: str | None = None) -> 
                     error=exc.__class__.__name__)
 
 
+def scan_run(sessions: sessionmaker[Session], run_id: str, sources: list[str]) -> RunScan:
+    """Ask the passes over every row of ``run_id``'s snapshot, for ``sources`` (those listed without
+    an error), two at a time where the database can answer two connections at once.
+
+    Measured at a million numbers, SQLite, one after another: 0.13 s (counts), 0.28 s (unlisted),
+    0.23 s (unheld), 0.25 s (twice), while the run's other core waited.
+    """
+    sources = sorted(sources)
+
+    def read(ask: Callable[[Session, _Run], tuple[Any, Any]]) -> tuple[Any, Any]:
+        with sessions() as session:
+            _plan_for_one_run(session)
+            return ask(session, _rows_of(session, run_id))
+
+    asks: list[Callable[[Session, _Run], tuple[Any, Any]]] = [
+        lambda session, run: (_held(session, run, sources), _unlisted(session, run, sources)),
+        lambda session, run: (_unheld(session, run), _twice(session, run)),
+    ]
+    engine = sessions.kw.get("bind")
+    if isinstance(engine, Engine) and reads_in_parallel(engine):
+        with ThreadPoolExecutor(max_workers=len(asks), thread_name_prefix="numsync-diff") as pool:
+            (held, unlisted), (unheld, twice) = pool.map(read, asks)
+    else:
+        (held, unlisted), (unheld, twice) = map(read, asks)
+    return RunScan(tuple(sources), held, unlisted, unheld, twice)
+
+
+def _held(session: Session, run: _Run, sources: list[str]) -> dict[str, int]:
+    """Each source's Vapi records, counted in one pass (GROUP BY source would have SQLite sort the
+    run's rows)."""
+    if not sources:
+        return {}
+    V = run.V
+    counts = sa.select(*(sa.func.count().filter(V.source == name) for name in sources)).where(run.v)
+    return dict(zip(sources, session.execute(counts).one(), strict=True))
+
+
+def _unlisted(session: Session, run: _Run, sources: list[str]) -> list[str]:
+    """Numbers held in Vapi under one of ``sources`` that does not list them."""
+    if not sources:
+        return []
+    V, C = run.V, run.C
+    return _lacking(
+        session,
+        sa.select(V.match_key, V.source).where(run.v, V.match_key.is_not(None), V.source.in_(sources)),
+        sa.select(C.match_key, C.source).where(run.c),
+    )
+
+
+def _unheld(session: Session, run: _Run) -> list[str]:
+    """Numbers a source lists that no Vapi record holds."""
+    V, C = run.V, run.C
+    return _lacking(
+        session,
+        sa.select(C.match_key).where(run.c, C.match_key.is_not(None)),
+        sa.select(V.match_key).where(run.v, V.match_key.is_not(None)),
+    )
+
+
+def _twice(session: Session, run: _Run) -> list[str]:
+    """Numbers two or more Vapi records hold: one ordered pass over the index."""
+    V = run.V
+    stmt = sa.select(V.match_key).where(run.v, V.match_key.is_not(None)).group_by(V.match_key).having(
+        sa.func.count() > 1)
+    return list(session.execute(stmt).scalars())
+
+
 def judge_sources(
     session: Session,
     run_id: str,
     listed: dict[str, tuple[int, str | None]],
     kinds: dict[str, str],
     max_orphan_fraction: float,
+    scan: RunScan | None = None,
 ) -> dict[str, SourceJudgement]:
     """Decide ok / failed / suspect per source (contract: 'A source is suspect when ...').
 
     A source's orphans here are its Vapi records whose number no listed source owns, and those
-    without a number (no source can own them).
+    without a number (no source can own them). ``scan``: the run's passes, asked already
+    (``scan_run``); asked here when not given, or given for other sources.
     """
     ok_listed = sorted(name for name, (_, err) in listed.items() if err is None)
     _plan_for_one_run(session)
     run = _rows_of(session, run_id)
     V = run.V
+    if scan is not None and scan.sources != tuple(ok_listed):
+        scan = None
     vapi_counts: dict[str, int] = {}
     orphan_counts: dict[str | None, int] = {}
     unowned: dict[str, list[Unowned]] = {}
     if ok_listed:
-        # One count per source in one pass: GROUP BY source would have SQLite sort the run's rows.
-        counts = sa.select(*(sa.func.count().filter(V.source == name) for name in ok_listed)).where(run.v)
-        vapi_counts = dict(zip(ok_listed, session.execute(counts).one(), strict=True))
+        vapi_counts = scan.held if scan is not None else _held(session, run, ok_listed)
         numberless = (
             sa.select(V.source, sa.func.count())
             .where(run.v, V.match_key.is_(None), V.source.in_(ok_listed))
             .group_by(V.source)
         )
         orphan_counts = {name: int(n) for name, n in session.execute(numberless)}
-        unowned = _unowned(session, run, ok_listed, owners=ok_listed)
+        unowned = _unowned(session, run, ok_listed, owners=ok_listed,
+                           candidates=scan.unlisted if scan is not None else None)
         for name, records in unowned.items():
             orphan_counts[name] = orphan_counts.get(name, 0) + sum(owner is None for _, _, owner in records)
     out: dict[str, SourceJudgement] = {}
@@ -228,8 +319,9 @@ def compute_findings(
     filtered: bool,
     now: datetime,
     stuck_after: timedelta,
+    scan: RunScan | None = None,
 ) -> list[FindingDraft]:
-    """Every finding of the run, merged by key (kind, number, source)."""
+    """Every finding of the run, merged by key (kind, number, source); ``scan``: as for ``judge_sources``."""
     ok = sorted(n for n, j in judgements.items() if j.status == "ok")
     # A suspect source's inventory is not trusted enough to orphan its records, but a number it
     # lists is still a number it owns: another source's record of it is 'moved', not 'orphaned'.
@@ -249,7 +341,7 @@ def compute_findings(
         add(d)
     for d in _invalid_numbers(session, run, ok):
         add(d)
-    for d in _missing(session, run, ok):
+    for d in _missing(session, run, ok, scan.unheld if scan is not None else None):
         add(d)
     for d in _moved_and_orphaned(session, run, judgements, ok, listed):
         add(d)
@@ -259,7 +351,7 @@ def compute_findings(
     scope = sorted(selected) if filtered else None
     for d in _vapi_side(session, run, scope, now - stuck_after):
         add(d)
-    for d in _duplicates(session, run, scope):
+    for d in _duplicates(session, run, scope, scan.twice if scan is not None else None):
         add(d)
     return sorted(drafts.values(), key=lambda d: (d.kind, d.source or "", d.number or "", d.anchor or ""))
 
@@ -336,17 +428,14 @@ def _among(session: Session, column: Any, keys: list[Any]) -> Iterator[sa.Column
         yield column.in_(keys[start:start + _CHUNK])
 
 
-def _missing(session: Session, run: _Run, ok: list[str]) -> Iterable[FindingDraft]:
-    V, C = run.V, run.C
+def _missing(session: Session, run: _Run, ok: list[str], unheld: list[str] | None) -> Iterable[FindingDraft]:
+    C = run.C
     # missing_in_vapi / routed_elsewhere: owned at an ok source, and no Vapi record at all holds
     # the number (a number held under another source is 'moved' or 'unmanaged', not missing).
     if not ok:
         return
-    unheld = _lacking(
-        session,
-        sa.select(C.match_key).where(run.c, C.match_key.is_not(None)),
-        sa.select(V.match_key).where(run.v, V.match_key.is_not(None)),
-    )
+    if unheld is None:
+        unheld = _unheld(session, run)
     # Folded here: a source that lists a number twice (a CSV) gives one finding, with the first
     # record's id and labels, judged routed elsewhere if any of its records is.
     merged: dict[tuple[str, str], list[Any]] = {}
@@ -377,17 +466,16 @@ def _missing(session: Session, run: _Run, ok: list[str]) -> Iterable[FindingDraf
             yield FindingDraft("missing_in_vapi", key, source, carrier_id=carrier_id, labels=labels)
 
 
-def _unowned(session: Session, run: _Run, sources: list[str], *, owners: list[str]) -> dict[str, list[Unowned]]:
+def _unowned(session: Session, run: _Run, sources: list[str], *, owners: list[str],
+             candidates: list[str] | None = None) -> dict[str, list[Unowned]]:
     """Per source of ``sources``: its Vapi records whose number it does not list, with the first of
-    ``owners`` that lists the number (None if none does). Records without a number are not here."""
+    ``owners`` that lists the number (None if none does). Records without a number are not here.
+    ``candidates``: ``_unlisted`` for these sources, when already asked."""
     V, C = run.V, run.C
     if not sources:
         return {}
-    candidates = _lacking(  # numbers held under a source that does not list them
-        session,
-        sa.select(V.match_key, V.source).where(run.v, V.match_key.is_not(None), V.source.in_(sources)),
-        sa.select(C.match_key, C.source).where(run.c),
-    )
+    if candidates is None:
+        candidates = _unlisted(session, run, sources)
     owned_here = sa.exists().where(run.c, C.source == V.source, C.match_key == V.match_key)
     c = aliased(C)
     owner = (
@@ -476,7 +564,9 @@ def _vapi_side(
                                detail="no assistantId, squadId, workflowId or server.url")
 
 
-def _duplicates(session: Session, run: _Run, scope: list[str] | None) -> Iterable[FindingDraft]:
+def _duplicates(
+    session: Session, run: _Run, scope: list[str] | None, twice: list[str] | None
+) -> Iterable[FindingDraft]:
     V = run.V
     # duplicate_in_vapi: one E.164 number (or sipUri) on two or more Vapi records.
     # Records are grouped by their number, or their sipUri if they have none. One ordered pass
@@ -486,16 +576,10 @@ def _duplicates(session: Session, run: _Run, scope: list[str] | None) -> Iterabl
         sa.select(V.sip_uri, V.vapi_id, V.source)
         .where(run.v, V.match_key.is_(None), V.sip_uri.is_not(None))
     ).all()
-    twice = (
-        sa.select(V.match_key)
-        .where(run.v, V.match_key.is_not(None))
-        .group_by(V.match_key)
-        .having(sa.func.count() > 1)
-    )
     groups: dict[str | None, list[tuple[str, str | None]]] = {}
     for sip, vapi_id, source in unnumbered:
         groups.setdefault(sip, []).append((vapi_id, source))
-    keys = list(set(session.execute(twice).scalars()) | groups.keys())
+    keys = list(set(_twice(session, run) if twice is None else twice) | groups.keys())
     for among in _among(session, V.match_key, keys):
         held = sa.select(V.match_key, V.vapi_id, V.source).where(run.v, among)
         for key, vapi_id, source in session.execute(held):

@@ -28,7 +28,7 @@ from numsync.config import Config
 
 from .apply import apply_plan, recover_started
 from .db import LogCopy, bulk_insert
-from .diff import FindingDraft, compute_findings, judge_sources, prepare_diff
+from .diff import FindingDraft, compute_findings, judge_sources, prepare_diff, scan_run
 from .models import Action, Finding, FindingState, Run, RunSource
 from .plan import make_plan
 from .recheck import recheck_orphans
@@ -164,11 +164,12 @@ def _execute(
 
     t = time.monotonic()
     prepare_diff(sessions, run_id)
+    scan = scan_run(sessions, run_id, [n for n, o in snap.sources.items() if o.error is None])
     with sessions.begin() as session:
         judgements = judge_sources(
             session, run_id,
             {n: (o.numbers, o.error) for n, o in snap.sources.items()},
-            kinds, config.policy.max_orphan_fraction,
+            kinds, config.policy.max_orphan_fraction, scan,
         )
         lost = recheck_orphans(judgements, {s.name: s for s in chosen})
         if lost:
@@ -178,7 +179,7 @@ def _execute(
                                   numbers=j.numbers, error=j.error, seconds=snap.sources[name].seconds))
         drafts = compute_findings(
             session, run_id, judgements=judgements, selected=frozenset(kinds), filtered=filtered,
-            now=clock(), stuck_after=config.policy.stuck_activating_after,
+            now=clock(), stuck_after=config.policy.stuck_activating_after, scan=scan,
         )
         stats["diff_seconds"] = round(time.monotonic() - t, 3)
         ok_sources = [c.name for c in config.sources if judgements.get(c.name) and

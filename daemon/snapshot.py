@@ -210,7 +210,7 @@ def prune_snapshots(session: Session, keep: list[str]) -> None:
         for part in sorted(parts):
             if part == f"{table}_default":
                 conn.execute(sa.text(f"DELETE FROM {part} WHERE run_id NOT IN :keep").bindparams(
-                    sa.bindparam("keep", expanding=True)), {"keep": keep})
+                    sa.bindparam("keep", expanding=True, type_=sa.String())), {"keep": keep})
             elif is_snapshot_partition(part) and part not in kept:
                 conn.exec_driver_sql(f"DROP TABLE {part}")
 

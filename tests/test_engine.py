@@ -24,9 +24,10 @@ import sqlalchemy.orm
 from numsync.app import run_once
 from numsync.config import Config, parse_config
 from numsync.daemon.db import make_engine, upgrade
-from numsync.daemon.diff import compute_findings, judge_sources, prepare_diff
+from numsync.daemon.diff import compute_findings, judge_sources, prepare_diff, scan_run
 from numsync.daemon.models import Action, CarrierRecord, FindingState, Run, VapiRecord
 from numsync.daemon.run import KEEP_SNAPSHOTS
+from numsync.daemon.snapshot import prune_snapshots
 from numsync.errors import DatabaseError
 from numsync.sandbox.demo import start_sandbox
 from numsync.sandbox.server import EmulatorServer
@@ -397,6 +398,10 @@ def test_only_the_last_few_runs_keep_their_snapshots(tmp_path: Path, db_url: str
                         "FROM to_regclass(%(t)s) AS t, pg_visibility_map_summary(t) AS s",
                         {"t": f"{table}_{uuid.UUID(runs[-1]).hex}"}).one()
                     assert frozen == pages > 0
+        with sqlalchemy.orm.Session(engine) as session, session.begin():  # keeping none (the default one too)
+            prune_snapshots(session, [])
+        with engine.connect() as conn:
+            assert _snapshot_runs(conn) == {"vapi_records": set(), "carrier_records": set()}
     finally:
         engine.dispose()
 
@@ -440,7 +445,9 @@ def test_postgres_the_diff_reads_the_runs_own_partitions(tmp_path: Path, pg_url:
 
 def test_a_snapshot_outside_the_runs_partitions_is_still_diffed(db_url: str) -> None:
     """Rows written into the snapshot tables themselves (as before 0005, or by a tool) rather
-    than into the run's partitions: the diff reads them through the tables, by run id."""
+    than into the run's partitions: the diff reads them through the tables, by run id. The passes
+    over every row asked ahead, two at a time on connections of their own (``scan_run``), give the
+    same findings as asked in turn; a scan made for other sources is not used for their counts."""
     engine = make_engine(db_url)
     run_id, other = str(uuid.uuid4()), str(uuid.uuid4())
     try:
@@ -450,19 +457,27 @@ def test_a_snapshot_outside_the_runs_partitions_is_still_diffed(db_url: str) -> 
                 conn.execute(sa.insert(VapiRecord), [
                     {"run_id": rid, "vapi_id": f"v{i}", "provider": "byo-phone-number", "number": n,
                      "match_key": n, "account": "cred-a", "source": "trunk-a", "routed": True}
-                    for i, n in enumerate(["+14155550100", "+14155550199"] if rid == run_id else ["+14155550177"])])
+                    for i, n in enumerate(["+14155550100", "+14155550199", "+14155550100"] if rid == run_id
+                                          else ["+14155550177"])])
                 conn.execute(sa.insert(CarrierRecord), [
                     {"run_id": rid, "source": "trunk-a", "number": n, "match_key": n, "carrier_id": n,
                      "routed_elsewhere": False}
                     for n in (["+14155550100", "+14155550101"] if rid == run_id else ["+14155550188"])])
-        prepare_diff(sqlalchemy.orm.sessionmaker(engine), run_id)
-        with sqlalchemy.orm.Session(engine) as session:
-            judged = judge_sources(session, run_id, {"trunk-a": (2, None)}, {"trunk-a": "byo"}, 0.9)
-            assert judged["trunk-a"].status == "ok"
-            drafts = compute_findings(session, run_id, judgements=judged, selected=frozenset({"trunk-a"}),
-                                      filtered=False, now=datetime.now(UTC), stuck_after=timedelta(hours=1))
-        assert {(d.kind, d.number, d.source) for d in drafts} == {
-            ("missing_in_vapi", "+14155550101", "trunk-a"), ("orphaned", "+14155550199", "trunk-a")}
+        sessions = sqlalchemy.orm.sessionmaker(engine)
+        prepare_diff(sessions, run_id)
+        found = []
+        for scan in (None, scan_run(sessions, run_id, ["trunk-a"]), scan_run(sessions, run_id, [])):
+            with sessions() as session:
+                judged = judge_sources(session, run_id, {"trunk-a": (2, None)}, {"trunk-a": "byo"}, 0.9, scan)
+                assert judged["trunk-a"].status == "ok"
+                drafts = compute_findings(session, run_id, judgements=judged, selected=frozenset({"trunk-a"}),
+                                          filtered=False, now=datetime.now(UTC), stuck_after=timedelta(hours=1),
+                                          scan=scan)
+            found.append(sorted((d.kind, d.number, d.source, tuple(d.vapi_ids)) for d in drafts))
+        assert found[0] == found[1] == found[2]
+        assert found[0] == [("duplicate_in_vapi", "+14155550100", "trunk-a", ("v0", "v2")),
+                            ("missing_in_vapi", "+14155550101", "trunk-a", ()),
+                            ("orphaned", "+14155550199", "trunk-a", ("v1",))]
     finally:
         engine.dispose()
 
