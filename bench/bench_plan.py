@@ -131,6 +131,14 @@ def minimum_requests(n_vapi: int, per_carrier: int) -> dict[str, int]:
     }
 
 
+def machine_loop() -> float:
+    """Seconds a fixed pure-Python loop takes now: how fast this machine is at the moment (on a shared
+    one it moves by a third over minutes, and a CPU-bound run's wall time with it)."""
+    started = time.perf_counter()
+    sum(range(30_000_000))
+    return round(time.perf_counter() - started, 3)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=100_000)
@@ -162,6 +170,7 @@ def main() -> None:
         for _ in range(args.prior_runs):
             run_once(cfg, mode="plan")
         metrics = Metrics()
+        loop = machine_loop()
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         emu_cpu0 = {api: proc_cpu(p.pid) for api, p in zip(APIS, procs, strict=True)}
         db_cpu0 = database_server_cpu() if args.db == "postgres" else 0.0
@@ -234,6 +243,7 @@ def main() -> None:
         "listing_processes_peak_rss_mb": round(listing_rss / 1024, 1),
         "peak_rss_mb": round(rss_peak / 1024, 1), "rss_before_mb": round(rss_before / 1024, 1),
         "findings": out.report["summary"], "outcome": out.result.outcome, "seed_s": round(seed_seconds, 1),
+        "loop_s": loop,
     }
     if peer is not None:
         result["peer_wall_s"] = peer["wall_s"]

@@ -6,12 +6,14 @@ naive peer timed on the same emulators. Each size runs in a fresh process so pea
 size's own.
 
     python bench/run.py [--sizes 10000,100000,1000000] [--dbs sqlite,postgres] [--modes plan,reconcile]
-                        [--no-peer] [--repeat 3]
+                        [--no-peer] [--repeat 3] [--repeat-million 3]
 
-Sizes below 1,000,000 run ``--repeat`` times (the peer beside each run) and the table shows the
+Sizes below 1,000,000 run ``--repeat`` times (the peer beside each run), a plan of 1,000,000
+``--repeat-million`` times (the peer, 3-4 minutes, beside the first only), and the table shows the
 run with the median wall time, with the range: on a shared 2-core machine one run's wall time
 moves by a third from one minute to the next, and the ratio to the peer measured in the same run
-moves far less.
+moves far less. Each run also times a fixed pure-Python loop just before it ("loop s"), which
+says how fast the machine was then.
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     ap.add_argument("--render", type=Path, help="only render the table from this JSON-lines file of results")
     ap.add_argument("--repeat", type=int, default=3, help="runs per size below 1,000,000 (the median is shown)")
+    ap.add_argument("--repeat-million", type=int, default=3,
+                    help="plans of 1,000,000 numbers (the median is shown; the peer runs beside the first)")
     args = ap.parse_args()
     results_file = args.render or Path(tempfile.mkstemp(suffix=".jsonl")[1])
     plan = [] if args.render else itertools.product(args.modes.split(","), args.dbs.split(","))
@@ -64,11 +68,11 @@ def main() -> None:
         for n in (int(x) for x in args.sizes.split(",")):
             cmd = [sys.executable, str(HERE / "bench_plan.py"), "--n", str(n), "--db", db, "--mode", mode,
                    "--json", str(results_file)]
-            if not args.no_peer and db == "sqlite":
-                cmd.append("--peer")
-            for _ in range(max(1, args.repeat) if n < 1_000_000 else 1):
-                print("bench:", " ".join(cmd[1:]), flush=True)
-                subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+            times = args.repeat if n < 1_000_000 else args.repeat_million if mode == "plan" else 1
+            for i in range(max(1, times)):
+                peer = ["--peer"] if not args.no_peer and db == "sqlite" and (n < 1_000_000 or i == 0) else []
+                print("bench:", " ".join(cmd[1:] + peer), flush=True)
+                subprocess.run(cmd + peer, check=True, stdout=subprocess.DEVNULL)
     runs: dict[tuple[str, str, int], list[dict]] = {}
     for line in results_file.read_text().splitlines():
         if line.strip():
@@ -78,7 +82,13 @@ def main() -> None:
     for group in runs.values():
         group.sort(key=lambda r: r["wall_s"])
         median = dict(group[(len(group) - 1) // 2])
+        if "speedup_vs_peer" not in median:  # the peer ran beside another run of this size
+            beside = next((r for r in group if "speedup_vs_peer" in r), None)
+            if beside is not None:
+                median.update(peer_wall_s=beside["peer_wall_s"], speedup_vs_peer=beside["speedup_vs_peer"],
+                              peer_beside=beside["wall_s"])
         median["runs"] = len(group)
+        median["loops"] = [r["loop_s"] for r in group if "loop_s" in r]
         median["wall_range"] = (group[0]["wall_s"], group[-1]["wall_s"])
         speedups = sorted(r["speedup_vs_peer"] for r in group if "speedup_vs_peer" in r)
         if speedups:
@@ -105,18 +115,23 @@ def main() -> None:
         "and `requests`, diffs in Python sets and, for reconcile, creates each missing number in Vapi, one",
         "POST after another. Ratios matter more than seconds on a shared machine.",
         "Sizes run more than once show the run with the median wall time; runs gives their number and",
-        "the range of wall times (and of speed-ups over the peer, each measured beside its own run).",
+        "the range of wall times (and of speed-ups over the peer, each measured beside its own run; at",
+        "1,000,000 numbers the peer ran beside one plan only, whose wall time the speed-up is against).",
+        "Loop s: a fixed pure-Python loop timed just before each run, lowest-highest: how fast the",
+        "machine was (its speed moves over minutes; a run's wall time moves with it).",
         "",
         "| mode | numbers | db | wall s | floor s | wall/floor | CPU floor s | diff s "
         "| CPU s main / listing / emulators / database "
-        "| requests (min) | peak RSS MB | naive peer s | speed-up | runs: wall range (speed-up range) |",
-        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- | --- | --- | ---: | ---: | --- |",
+        "| requests (min) | peak RSS MB | naive peer s | speed-up | runs: wall range (speed-up range) | loop s |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- | --- | --- | ---: | ---: | --- | --- |",
     ]
     for r in rows:
         req = ", ".join(f"{k} {r['requests'].get(k, 0)} ({r['minimum_requests'][k]})"
                         for k in ("vapi", "twilio", "telnyx", "vonage"))
         peer = f"{r['peer_wall_s']}" if "peer_wall_s" in r else "-"
         speed = f"{r['speedup_vs_peer']}x" if "speedup_vs_peer" in r else "-"
+        if "peer_beside" in r:
+            speed += f" (against {r['peer_beside']} s)"
         cpu = f"{r.get('cpu_s', '-')} / {r.get('listing_processes_cpu_s', '-')} / {r.get('emulators_cpu_s', '-')}"
         if r.get("database_server_cpu_s") is not None:
             cpu += f" / {r['database_server_cpu_s']}"
@@ -127,9 +142,13 @@ def main() -> None:
             spread = f"{r['runs']}: {low}-{high} s"
             if "speedup_range" in r:
                 spread += f" ({r['speedup_range'][0]}-{r['speedup_range'][1]}x)"
+        loops = "-"
+        if r.get("loops"):
+            low, high = min(r["loops"]), max(r["loops"])
+            loops = f"{low}" if low == high else f"{low}-{high}"
         lines.append(f"| {r.get('mode', 'plan')} | {r['n']:,} | {r['db']} | {r['wall_s']} | {r['floor_s']} | "
                      f"{r['wall_over_floor']} | {r.get('cpu_floor_s', '-')} | "
-                     f"{r['diff_s']} | {cpu} | {req} | {rss} | {peer} | {speed} | {spread} |")
+                     f"{r['diff_s']} | {cpu} | {req} | {rss} | {peer} | {speed} | {spread} | {loops} |")
     by_db: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
         by_db.setdefault((r.get("mode", "plan"), r["db"]), []).append(r)
