@@ -70,7 +70,7 @@ class _BulkWriter:
                  fresh: str | None = None) -> None:
         """Rows hold every column but ``run_id`` (and ``skip``): the run's id is the same in each,
         so it is written once, not carried by every row from its listing's process and bound to
-        every insert (13 values a Vapi row became 12: SQLite inserts a million in 3.6-3.7 s rather
+        every insert (13 values a Vapi row became 12: SQLite inserted a million in 3.6 s rather
         than 3.8-4.0). ``fresh``: write into this table instead, one made (empty) in this
         transaction by ``_RunTables.table_for``, whose run_id defaults to the run's, which COPY
         may then write frozen."""
