@@ -84,7 +84,7 @@ class _BulkWriter:
         self._sql = f"INSERT INTO {into} (run_id, {names}) VALUES ({literal}, {', '.join([mark] * len(self.columns))})"
         self._copy: str | None = None
         self._types: list[str] | None = None
-        self._run_id: tuple[str, ...] = ()  # prepended to each row copied into a table without the default
+        self._prefix: tuple[str, ...] = ()  # (run_id,): for a table whose run_id has no default, each row's first value
         if can_copy(self._conn):
             self._types = _binary_types(columns)
             options = [*(["FORMAT BINARY"] if self._types is not None else []), *(["FREEZE"] if fresh else [])]
@@ -94,7 +94,7 @@ class _BulkWriter:
             else:
                 self._copy = f"COPY {into} (run_id, {names}) FROM STDIN{with_options}"
                 self._types = ["text", *self._types] if self._types is not None else None
-                self._run_id = (run_id,)
+                self._prefix = (run_id,)
         # A remote timestamp (ISO text) as this driver takes a UTCDateTime column's value.
         self.stamp: Callable[[str | None], Any] = _sqlite_stamp if self._conn.dialect.name == "sqlite" else _aware_ts
 
@@ -105,8 +105,8 @@ class _BulkWriter:
         if self._copy is None:
             self._conn.exec_driver_sql(self._sql, rows)
             return
-        if self._run_id:
-            rows = [self._run_id + row for row in rows]
+        if self._prefix:
+            rows = [self._prefix + row for row in rows]
         copy_rows(self._conn, self._copy, rows, self._types)
 
 
