@@ -9,8 +9,9 @@ At a million numbers, only three questions need every row of the run: which numb
 record holds, which Vapi records hold a number their source does not list, and which numbers
 two Vapi records hold. Each is one pass over the (match_key, source) indexes of the run's rows
 (``_lacking``, ``_duplicates``) that yields a handful of keys; the queries that state the rules
-then read only the records with those keys (``_among``). The second question is asked once, by
-``judge_sources``, and its answer travels to ``compute_findings`` in the judgements. Blocked,
+then read only the records with those keys (``_among``). The second question is asked once (by
+``scan_run``, else by ``judge_sources``), and the records it finds travel to ``compute_findings``
+in the judgements. Blocked,
 unrouted and sourceless records come from a partial index of their own (``_notable``).
 
 The three passes (and the count of each source's Vapi records, a fourth) need nothing but the
@@ -92,6 +93,7 @@ class RunScan:
     """The answers of the passes over every row of a run (``scan_run``), for ``judge_sources`` and
     ``compute_findings`` to use instead of asking them again."""
 
+    rows: _Run  # the run's rows, as the passes named them
     sources: tuple[str, ...]  # the sources ``held`` and ``unlisted`` are for
     held: dict[str, int]  # each source's Vapi records
     unlisted: list[str]  # numbers held under one of ``sources`` that does not list them
@@ -191,11 +193,13 @@ def scan_run(sessions: sessionmaker[Session], run_id: str, sources: list[str]) -
     0.23 s (unheld), 0.25 s (twice), while the run's other core waited.
     """
     sources = sorted(sources)
+    with sessions() as session:
+        run = _rows_of(session, run_id)  # once: the names hold for every connection
 
     def read(ask: Callable[[Session, _Run], tuple[Any, Any]]) -> tuple[Any, Any]:
         with sessions() as session:
             _plan_for_one_run(session)
-            return ask(session, _rows_of(session, run_id))
+            return ask(session, run)
 
     asks: list[Callable[[Session, _Run], tuple[Any, Any]]] = [
         lambda session, run: (_held(session, run, sources), _unlisted(session, run, sources)),
@@ -207,7 +211,7 @@ def scan_run(sessions: sessionmaker[Session], run_id: str, sources: list[str]) -
             (held, unlisted), (unheld, twice) = pool.map(read, asks)
     else:
         (held, unlisted), (unheld, twice) = map(read, asks)
-    return RunScan(tuple(sources), held, unlisted, unheld, twice)
+    return RunScan(run, tuple(sources), held, unlisted, unheld, twice)
 
 
 def _held(session: Session, run: _Run, sources: list[str]) -> dict[str, int]:
@@ -262,14 +266,14 @@ def judge_sources(
 
     A source's orphans here are its Vapi records whose number no listed source owns, and those
     without a number (no source can own them). ``scan``: the run's passes, asked already
-    (``scan_run``); asked here when not given, or given for other sources.
+    (``scan_run``); asked here when not given, or given for another run or other sources.
     """
     ok_listed = sorted(name for name, (_, err) in listed.items() if err is None)
     _plan_for_one_run(session)
-    run = _rows_of(session, run_id)
-    V = run.V
-    if scan is not None and scan.sources != tuple(ok_listed):
+    if scan is not None and (scan.rows.id != run_id or scan.sources != tuple(ok_listed)):
         scan = None
+    run = scan.rows if scan is not None else _rows_of(session, run_id)
+    V = run.V
     vapi_counts: dict[str, int] = {}
     orphan_counts: dict[str | None, int] = {}
     unowned: dict[str, list[Unowned]] = {}
@@ -327,7 +331,9 @@ def compute_findings(
     # lists is still a number it owns: another source's record of it is 'moved', not 'orphaned'.
     listed = sorted(n for n, j in judgements.items() if j.status != "failed")
     _plan_for_one_run(session)
-    run = _rows_of(session, run_id)
+    if scan is not None and scan.rows.id != run_id:
+        scan = None
+    run = scan.rows if scan is not None else _rows_of(session, run_id)
     drafts: dict[str, FindingDraft] = {}
 
     def add(d: FindingDraft) -> None:

@@ -282,26 +282,29 @@ class TwilioEmulator(Emulator):
     def _slice(
         inv: _Inventory, token: str, page_size: int, filters: dict[str, str | None]
     ) -> tuple[list[dict[str, Any]], bool]:
-        """The page after (PA) or before (PB) the token's sid, and whether records follow it."""
+        """The page after (PA) or before (PB) the token's sid, and whether records follow it.
+
+        The stored records themselves: the caller takes their JSON under the lock, reads only their
+        sids (which never change) after it, and copies them where it writes them whole."""
         picked: list[dict[str, Any]] = []
         if token.startswith("PB"):
             end = bisect.bisect_left(inv.order, token[2:])
             for idx in range(end - 1, -1, -1):
                 record = inv.records[inv.order[idx]]
                 if _matches(record, filters):
-                    picked.append(dict(record))
+                    picked.append(record)
                     if len(picked) == page_size:
                         break
             picked.reverse()
             return picked, end < len(inv.order)
         start = bisect.bisect_right(inv.order, token[2:]) if token else 0
-        if not filters:  # the records themselves: only their sids and JSON are read, under the lock
+        if not filters:
             picked = [inv.records[s] for s in inv.order[start:start + page_size + 1]]
         else:
             for sid in itertools.islice(inv.order, start, None):  # a filtered listing scans, as expected
                 record = inv.records[sid]
                 if _matches(record, filters):
-                    picked.append(dict(record))
+                    picked.append(record)
                     if len(picked) > page_size:
                         break
         return picked[:page_size], len(picked) > page_size
