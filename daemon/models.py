@@ -32,6 +32,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 __all__ = [
     "NOTABLE_VAPI_RECORD",
     "SNAPSHOT_TABLES",
+    "TRIGGERS",
     "Action",
     "Base",
     "CarrierRecord",
@@ -44,6 +45,10 @@ __all__ = [
     "is_snapshot_partition",
     "snapshot_partition",
 ]
+
+# What starts a run: a command (the CLI, the demo, a caller of run_once), the daemon's schedule,
+# or its nightly report.
+TRIGGERS = ("command", "schedule", "nightly")
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -97,6 +102,11 @@ class Run(Base):
     summary: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     holder: Mapped[str | None] = mapped_column(String(200))  # host:pid, for humans reading the table
     stats: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # timings and request counts
+    # command|schedule|nightly (TRIGGERS); NULL for runs recorded before 0007. The nightly report
+    # finds the previous one by it: its folders may not outlive the pod, the database does.
+    trigger: Mapped[str | None] = mapped_column(String(16))
+
+    __table_args__ = (Index("ix_runs_trigger_seq", "trigger", "seq"),)
 
 
 class RunSource(Base):

@@ -29,7 +29,7 @@ from numsync.config import Config
 from .apply import apply_plan, recover_started
 from .db import LogCopy, bulk_insert
 from .diff import FindingDraft, compute_findings, judge_sources, prepare_diff, scan_run
-from .models import Action, Finding, FindingState, Run, RunSource
+from .models import TRIGGERS, Action, Finding, FindingState, Run, RunSource
 from .plan import make_plan
 from .recheck import recheck_orphans
 from .snapshot import Progress, prune_snapshots, take_snapshot
@@ -78,10 +78,14 @@ def execute(
     stop: threading.Event | None = None,
     guard: Callable[[], None] | None = None,
     run_id: str | None = None,
+    trigger: str = "command",
 ) -> RunResult:
-    """Run a plan or a reconcile and record it; returns the outcome (never raises for drift)."""
+    """Run a plan or a reconcile and record it (``trigger``: what started it, one of ``TRIGGERS``);
+    returns the outcome (never raises for drift)."""
     if mode not in ("plan", "reconcile"):
         raise ValueError(f"unknown mode {mode!r}")
+    if trigger not in TRIGGERS:
+        raise ValueError(f"unknown trigger {trigger!r}")
     run_id = run_id or str(uuid.uuid4())
     t0 = time.monotonic()
     filtered = selected is not None
@@ -94,7 +98,7 @@ def execute(
             status="interrupted", outcome="error", error="the process running it stopped before it finished"))
         session.add(Run(id=run_id, seq=_next_seq(session), mode=mode, status="running", started_at=clock(),
                         selected_sources=list(selected or ()) if filtered else None,
-                        holder=f"{socket.gethostname()}:{os.getpid()}"))
+                        holder=f"{socket.gethostname()}:{os.getpid()}", trigger=trigger))
     structlog.contextvars.bind_contextvars(run_id=run_id)
     log.info("run started", mode=mode, sources=[s.name for s in chosen])
     log_copy = LogCopy(sessions)

@@ -24,6 +24,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from helpers import wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
+from numsync.app import run_once
 from numsync.config import Config, parse_config
 from numsync.daemon.locks import RUN_LOCK, DatabaseLock
 from numsync.daemon.models import Run
@@ -35,11 +36,13 @@ from numsync.service import Daemon
 from numsync.service.nightly import LATEST, folder_name, post_webhook, prune, write_nightly
 from numsync.service.schedule import (
     HEARTBEAT_JOB,
+    MADE_UP_REPORT_JOB,
     RECONCILE_JOB,
     REPORT_JOB,
     build_scheduler,
     cron_trigger,
     misfire_grace,
+    missed_fire,
 )
 
 NUMBERS = [f"+1415555{i:04d}" for i in range(6)]
@@ -106,6 +109,41 @@ def test_runs_missed_while_down_happen_once() -> None:
     finally:
         scheduler.shutdown(wait=True)
     assert len(calls) == 1
+
+
+def test_a_nightly_report_that_fell_due_unmade_is_owed_within_the_grace() -> None:
+    nightly = cron_trigger("0 2 * * *")
+    made = datetime(2025, 6, 1, 2, 0, 0, 300_000, tzinfo=UTC)  # last night's, started on time
+    today = datetime(2025, 6, 2, 2, 0, tzinfo=UTC)
+    assert missed_fire(nightly, made, today + timedelta(minutes=7)) == today  # the pod restarted around 02:00
+    assert missed_fire(nightly, made, today + timedelta(minutes=60)) == today  # as late as a paused process
+    assert missed_fire(nightly, made, today + timedelta(minutes=61)) is None  # later: the next night's is closer
+    assert missed_fire(nightly, made, today - timedelta(minutes=1)) is None  # not due yet
+    assert missed_fire(nightly, today, today + timedelta(minutes=7)) is None  # made, started on the second
+    assert missed_fire(nightly, today + timedelta(minutes=5), today + timedelta(minutes=7)) is None  # made late
+    sundays = cron_trigger("0 2 * * 0")  # 2025-06-01 is a Sunday
+    assert missed_fire(sundays, made, today + timedelta(minutes=7)) is None  # nothing was due on Monday
+    assert missed_fire(sundays, made - timedelta(days=7), made + timedelta(minutes=7)) == made - timedelta(
+        microseconds=300_000)
+
+
+def test_a_made_up_report_is_one_more_job_that_runs_once() -> None:
+    calls: list[str] = []
+    scheduler = build_scheduler(
+        reconcile=lambda: None, report=lambda: calls.append("report"), heartbeat=lambda: None,
+        every=timedelta(hours=1), report_trigger=cron_trigger("0 2 * * *"), heartbeat_every=60,
+        make_up_report=True,
+    )
+    assert {job.id for job in scheduler.get_jobs()} == {RECONCILE_JOB, REPORT_JOB, HEARTBEAT_JOB,
+                                                       MADE_UP_REPORT_JOB}
+    scheduler.start()
+    try:
+        wait_for(lambda: calls, 5, "the made-up report")
+        wait_for(lambda: scheduler.get_job(MADE_UP_REPORT_JOB) is None, 5, "the made-up job to end")
+        assert scheduler.get_job(REPORT_JOB).next_run_time > datetime.now(UTC)  # the nightly keeps its time
+    finally:
+        scheduler.shutdown(wait=True)
+    assert calls == ["report"]
 
 
 # ---- nightly folders and the webhook ---------------------------------------------------------
@@ -330,3 +368,51 @@ def test_a_run_that_does_not_stop_in_time_is_left_behind(tmp_path: Path, sqlite_
     wait_for(lambda: statuses() and "running" not in statuses(), 15, "the abandoned run to end")
     assert statuses() == ["interrupted"]
     assert emu.records() == []
+
+
+def test_a_restarted_daemon_makes_up_the_nightly_report_and_compares_it_with_the_last(
+        tmp_path: Path, db_url: str, vapi: Any) -> None:
+    """The pod that made last night's report is gone, and its emptyDir with it; the new leader
+    starts 20 minutes after 02:00, when nobody led."""
+    cfg = make_config(tmp_path, db_url, vapi[1].url, every="1h")
+    now = datetime.now(UTC)
+    last_night = run_once(cfg, mode="plan", write=False, trigger="nightly",
+                          clock=lambda: now - timedelta(days=1)).report
+    assert not (tmp_path / "reports").exists()  # nothing of it survives but the database
+    due = IntervalTrigger(days=1, start_date=now - timedelta(minutes=20), timezone=UTC)
+    running = Running(Daemon(cfg, report_trigger=due))
+    try:
+        latest = tmp_path / "reports" / LATEST / "report.md"
+        wait_for(latest.exists, 30, "the made-up nightly report")
+    finally:
+        assert running.stop() == 0
+    report = latest.read_text()
+    assert f"Compared with the previous run `{last_night['run_id']}`" in report
+    engine = sa.create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            triggers = conn.execute(sa.select(Run.trigger, Run.mode).order_by(Run.seq)).all()
+    finally:
+        engine.dispose()
+    assert triggers[0] == ("nightly", "plan")
+    assert triggers.count(("nightly", "plan")) == 2  # made up once; the next is due tomorrow
+    assert ("schedule", "reconcile") in triggers
+
+
+def test_nothing_is_made_up_without_a_nightly_report_before(tmp_path: Path, sqlite_url: str, vapi: Any) -> None:
+    cfg = make_config(tmp_path, sqlite_url, vapi[1].url, every="1h")
+    run_once(cfg, mode="plan", write=False, clock=lambda: datetime.now(UTC) - timedelta(days=1))  # a command's
+    due = IntervalTrigger(days=1, start_date=datetime.now(UTC) - timedelta(minutes=20), timezone=UTC)
+    running = Running(Daemon(cfg, report_trigger=due))
+    try:
+        scheduler = wait_for(lambda: running.daemon._scheduler, 30, "the daemon to lead")
+        assert {job.id for job in scheduler.get_jobs()} == {RECONCILE_JOB, REPORT_JOB, HEARTBEAT_JOB}
+    finally:
+        assert running.stop() == 0
+    engine = sa.create_engine(sqlite_url)
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(sa.select(Run.trigger).order_by(Run.seq)).scalars().all()[0] == "command"
+            assert conn.execute(sa.select(sa.func.count()).where(Run.trigger == "nightly")).scalar() == 0
+    finally:
+        engine.dispose()

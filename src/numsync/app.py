@@ -136,8 +136,11 @@ def run_once(
     guard: Callable[[], None] | None = None,
     clock: Callable[[], datetime] = utcnow,
     write: bool = True,
+    trigger: str = "command",
 ) -> RunOutput:
     """One plan or reconcile under the run lock; raises LockHeld when another run holds it.
+
+    ``trigger`` records what started the run (``numsync.daemon.models.TRIGGERS``).
 
     ``write=False`` returns the report and its context unrendered, for a caller that writes them
     somewhere of its own (the daemon's nightly report folders).
@@ -158,7 +161,7 @@ def run_once(
                 result = execute(
                     sessions, config, mode=mode, vapi=vapi, sources=sources,
                     selected=[s.name for s in chosen] if source_names else None,
-                    clock=clock, progress=progress, stop=stop, guard=guard,
+                    clock=clock, progress=progress, stop=stop, guard=guard, trigger=trigger,
                 )
             finally:
                 vapi.close()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,7 @@ from numsync.reporting import build_context, slack_summary
 from .http import ProbeServer, Readiness
 from .leader import Backoff, LeaderLease
 from .nightly import folder_name, post_webhook, previous_run_prefix, write_nightly
-from .schedule import build_scheduler, cron_trigger
+from .schedule import build_scheduler, cron_trigger, missed_fire
 
 __all__ = ["EXIT_LEADERSHIP_LOST", "Daemon"]
 
@@ -203,7 +204,7 @@ class Daemon:
         scheduler = build_scheduler(
             reconcile=self._reconcile_job, report=self._report_job, heartbeat=self._tick,
             every=self.config.schedule.reconcile_every, report_trigger=self.report_trigger,
-            heartbeat_every=self.heartbeat,
+            heartbeat_every=self.heartbeat, make_up_report=self._report_owed(engine),
         )
         scheduler.start()
         self._scheduler = scheduler
@@ -228,6 +229,23 @@ class Daemon:
                           grace_seconds=self.shutdown_grace)
             self._lease = self._engine = None
         return EXIT_LEADERSHIP_LOST if lost else 0
+
+    def _report_owed(self, engine: Engine) -> bool:
+        """Whether a nightly report fell due, and was not made, while no replica led (``missed_fire``)."""
+        try:
+            with Session(engine) as session:
+                last = session.execute(sa.select(Run.started_at).where(*_MADE_NIGHTLY)
+                                       .order_by(Run.seq.desc()).limit(1)).scalar()
+        except SQLAlchemyError as exc:
+            log.warning("could not read when the last nightly report was made", error=exc.__class__.__name__)
+            return False
+        if last is None:  # no nightly report yet (or none since 0007 recorded them): nothing owed
+            return False
+        due = missed_fire(self.report_trigger, last, datetime.now(UTC))
+        if due is not None:
+            log.info("a nightly report fell due while no replica led; making it now",
+                     due_at=due.isoformat(), last_made_at=last.isoformat())
+        return due is not None
 
     def _tick(self) -> None:
         self._scheduler_beat = time.monotonic()
@@ -276,7 +294,8 @@ class Daemon:
             try:
                 out = run_once(self.config, mode=mode, source_names=self.source_names, report_dir=self.report_dir,
                                formats=self.formats, metrics=self.metrics, engine=engine, stop=self.stop,
-                               guard=lease.guard, write=not nightly)
+                               guard=lease.guard, write=not nightly,
+                               trigger="nightly" if nightly else "schedule")
             except LockHeld:
                 log.info(f"{what} skipped: another numsync run holds the run lock")
                 return
@@ -298,8 +317,9 @@ class Daemon:
         report = out.report
         base = self.report_dir or self.config.reports.dir
         formats = self.formats or list(self.config.reports.formats)
-        prefix = previous_run_prefix(base, before=folder_name(report))
-        ctx = build_context(report, self._stored_report(engine, prefix) if prefix else None,
+        previous = self._previous_nightly(engine, report["run_id"]) or previous_run_prefix(
+            base, before=folder_name(report))
+        ctx = build_context(report, self._stored_report(engine, previous) if previous else None,
                             out.context.history if out.context else ())
         try:
             paths = write_nightly(report, ctx, base, formats, self.config.reports.keep_runs)
@@ -311,12 +331,31 @@ class Daemon:
             post_webhook(self.config.reports.webhook_url, slack_summary(report, ctx), stop=self.stop)
 
     @staticmethod
+    def _previous_nightly(engine: Engine, run_id: str) -> str | None:
+        """The nightly report before ``run_id`` as the database records it: its folder may have
+        gone with an earlier pod. None: the database knows of none (the caller looks for folders)."""
+        try:
+            with Session(engine) as session:
+                seq = sa.select(Run.seq).where(Run.id == run_id).scalar_subquery()
+                return session.execute(
+                    sa.select(Run.id).where(Run.trigger == "nightly", Run.status == "finished", Run.seq < seq)
+                    .order_by(Run.seq.desc()).limit(1)).scalar()
+        except SQLAlchemyError:
+            return None
+
+    @staticmethod
     def _stored_report(engine: Engine, prefix: str) -> dict[str, Any] | None:
         try:
             with Session(engine) as session:
                 return build_report(session, resolve_run_id(session, prefix))
         except (NumsyncError, SQLAlchemyError):
             return None  # pruned from the database, or ambiguous: compare with nothing
+
+
+# A nightly report that ran to its end (its outcome may still be "error": a source failed). One
+# whose process died (running, interrupted) was not made; one that failed on its own (failed) is
+# not made up on a restart, where it would most likely fail again.
+_MADE_NIGHTLY = (Run.trigger == "nightly", Run.status.in_(("finished", "failed")))
 
 
 def _database_error(exc: SQLAlchemyError) -> str:

@@ -20,6 +20,7 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from numsync.config.schema import parse_crontab
@@ -27,6 +28,7 @@ from numsync.errors import ConfigError
 
 __all__ = [
     "HEARTBEAT_JOB",
+    "MADE_UP_REPORT_JOB",
     "RECONCILE_JOB",
     "REPORT_JOB",
     "REPORT_MISFIRE_GRACE",
@@ -34,10 +36,12 @@ __all__ = [
     "cron_trigger",
     "interval_trigger",
     "misfire_grace",
+    "missed_fire",
 ]
 
 RECONCILE_JOB = "numsync-reconcile"
 REPORT_JOB = "numsync-nightly-report"
+MADE_UP_REPORT_JOB = "numsync-nightly-report-made-up"
 HEARTBEAT_JOB = "numsync-scheduler-heartbeat"
 
 # A nightly report that could not start on time (the process was busy or paused) is still worth
@@ -79,6 +83,19 @@ def misfire_grace(every: timedelta) -> int:
     return int(min(max(every.total_seconds(), 1), _MAX_RECONCILE_GRACE))
 
 
+def missed_fire(trigger: BaseTrigger, since: datetime, now: datetime,
+                grace: float = REPORT_MISFIRE_GRACE) -> datetime | None:
+    """When ``trigger`` fell due after ``since`` and at most ``grace`` seconds before ``now``; else None.
+
+    Why: jobs live in memory, so a scheduler started now counts from now, and a nightly report
+    that fell due while no replica led (a pod restarted around 02:00, a failover) was never made.
+    A restart is a pause like any other: what ``misfire_grace_time`` would still run in a process
+    that was paused for it, a new leader makes up for, once.
+    """
+    fire = trigger.get_next_fire_time(None, max(since + timedelta(microseconds=1), now - timedelta(seconds=grace)))
+    return fire if fire is not None and fire <= now else None
+
+
 def build_scheduler(
     *,
     reconcile: Callable[[], None],
@@ -88,8 +105,10 @@ def build_scheduler(
     report_trigger: BaseTrigger,
     heartbeat_every: float,
     first_run: datetime | None = None,
+    make_up_report: bool = False,
 ) -> BackgroundScheduler:
-    """A scheduler (not started) with the reconcile, report and heartbeat jobs.
+    """A scheduler (not started) with the reconcile, report and heartbeat jobs, and with
+    ``make_up_report`` a report at once besides (``missed_fire`` says when one is owed).
 
     Runs share one worker thread, so a report due while a reconcile runs waits for it instead
     of running beside it; the heartbeat has its own thread so a long run does not look like a
@@ -109,6 +128,11 @@ def build_scheduler(
         report, report_trigger, id=REPORT_JOB, name="nightly report",
         misfire_grace_time=REPORT_MISFIRE_GRACE, **common,
     )
+    if make_up_report:
+        scheduler.add_job(
+            report, DateTrigger(datetime.now(UTC), timezone=UTC), id=MADE_UP_REPORT_JOB,
+            name="nightly report made up", misfire_grace_time=REPORT_MISFIRE_GRACE, **common,
+        )
     scheduler.add_job(
         heartbeat, IntervalTrigger(seconds=heartbeat_every, timezone=UTC), id=HEARTBEAT_JOB,
         name="scheduler heartbeat", executor="heartbeat", misfire_grace_time=None,
