@@ -28,7 +28,7 @@ from numsync.config import Config
 
 from .apply import apply_plan, recover_started
 from .db import LogCopy, bulk_insert
-from .diff import FindingDraft, compute_findings, judge_sources, prepare_diff, scan_run
+from .diff import FindingDraft, SourceJudgement, compute_findings, judge_sources, prepare_diff, scan_run
 from .models import TRIGGERS, Action, Finding, FindingState, Run, RunSource
 from .plan import make_plan
 from .recheck import recheck_orphans
@@ -175,7 +175,7 @@ def _execute(
             {n: (o.numbers, o.error) for n, o in snap.sources.items()},
             kinds, config.policy.max_orphan_fraction, scan,
         )
-        lost = recheck_orphans(judgements, {s.name: s for s in chosen})
+        lost = recheck_orphans(judgements, {s.name: s for s in chosen}, _open_orphans(session, judgements))
         if lost:
             stats["listing_lost_numbers"] = lost
         for name, j in judgements.items():
@@ -259,6 +259,16 @@ def _list_in_processes(setting: bool | str) -> bool:
     if setting == "auto":
         return fork_available() and threading.current_thread() is threading.main_thread()
     return bool(setting) and fork_available()
+
+
+def _open_orphans(session: Session, judgements: dict[str, SourceJudgement]) -> set[str]:
+    """The keys of the ``orphaned`` findings still open for the sources with numbers to recheck
+    (none asked for in a run without orphans)."""
+    names = [n for n, j in judgements.items() if j.status == "ok" and j.unowned]
+    if not names:
+        return set()
+    return set(session.execute(sa.select(FindingState.key).where(
+        FindingState.kind == "orphaned", FindingState.source.in_(names))).scalars())
 
 
 def _skip_unattempted(session: Session, runs: Any, now: datetime, detail: str) -> None:

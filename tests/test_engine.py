@@ -26,6 +26,7 @@ from numsync.config import Config, parse_config
 from numsync.daemon.db import make_engine, upgrade
 from numsync.daemon.diff import compute_findings, judge_sources, prepare_diff, scan_run
 from numsync.daemon.models import Action, CarrierRecord, FindingState, Run, VapiRecord
+from numsync.daemon.recheck import MAX_RECHECKS
 from numsync.daemon.run import KEEP_SNAPSHOTS
 from numsync.daemon.snapshot import prune_snapshots
 from numsync.errors import DatabaseError
@@ -325,6 +326,45 @@ def test_numbers_that_look_orphaned_are_looked_up_where_a_listing_can_lose_them(
         second = run_once(cfg, mode="plan")
         assert findings_of(second.report) == findings_of(first.report)
         assert second.result.outcome == first.result.outcome == "drift"
+    finally:
+        sb.stop()
+
+
+def test_numbers_newly_orphaned_are_looked_up_before_those_orphaned_in_earlier_runs(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    # The lookups are capped (MAX_RECHECKS a source and run). A true orphan stays one run after
+    # run, a number the listing lost is lost by this run: the new ones are asked about first, so
+    # true orphans that sort before a lost number do not use up its lookup every run.
+    sb = start_sandbox(workdir=tmp_path / "sandbox")
+    try:
+        cred = sb.creds.vonage_credential
+        stale = [f"+4477009001{i:02d}" for i in range(MAX_RECHECKS + 5)]
+        for number in stale:
+            sb.vapi.add("vonage", number=number, credentialId=cred, assistantId="asst-1")
+        text = sb.config_text(database_url=sqlite_url, reports_dir=str(tmp_path / "reports"),
+                              with_broken_source=False)
+        # so many orphans make the source suspect (nothing judged, nothing asked) unless allowed
+        text = text.replace("policy:\n", "policy:\n  max_orphan_fraction: 1.0\n", 1)
+        cfg = parse_config(text, origin="numsync.yaml", env={})
+
+        told: list[str] = []
+
+        def lookups() -> list[str]:  # the numbers asked about since the last call
+            asked = [q["pattern"][0] for _m, _p, q, _s in sb.vonage.requests_to("GET", "/account/numbers")
+                     if "pattern" in q]
+            new, told[:] = asked[len(told):], asked
+            return new
+
+        run_once(cfg, mode="plan")
+        assert lookups() == [n.lstrip("+") for n in stale[:MAX_RECHECKS]]  # all new: by number
+        fresh = "+447700900999"  # sorts after every stale one
+        sb.vapi.add("vonage", number=fresh, credentialId=cred, assistantId="asst-1")
+        second = run_once(cfg, mode="plan")
+        assert lookups() == [n.lstrip("+") for n in [fresh, *stale[:MAX_RECHECKS - 1]]]
+        orphaned = {number for kind, number, source in findings_of(second.report)
+                    if kind == "orphaned" and source == "vonage-main"}
+        assert orphaned == {fresh, *stale}  # none of them is owned: the lookups changed nothing
     finally:
         sb.stop()
 
