@@ -6,9 +6,14 @@ our own; nothing of the SDKs or the database is replaced.
 
 from __future__ import annotations
 
+import ctypes.util
+import errno
 import functools
+import json
 import multiprocessing
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -278,3 +283,87 @@ def test_snapshot_rows_cross_the_pipe_with_their_values_and_types() -> None:
 
     got = [e for e in run_in_processes([Job("p", job, repr, plain_rows=True)]) if e[1] == "rows"]
     assert got == [("p", "rows", rows[:2]), ("p", "rows", [("text no database holds \ud800", True)])]
+
+
+# ---- where fork is refused ----------------------------------------------------------------------
+# A child of the test, run once as it is and once under a seccomp filter that refuses to make a
+# process (clone without CLONE_THREAD, fork, vfork: EAGAIN, as when a process limit is reached;
+# threads are still made): the kernel refuses the fork, as a locked-down container would.
+_FORKLESS_RUN = r'''
+import ctypes, errno, json, os, sys
+from pathlib import Path
+
+tmp, refuse = Path(sys.argv[1]), sys.argv[2] == "refuse"
+fork_errno = None
+if refuse:
+    lib = ctypes.CDLL(sys.argv[3])
+
+    class Cmp(ctypes.Structure):
+        _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int), ("a", ctypes.c_uint64), ("b", ctypes.c_uint64)]
+
+    lib.seccomp_init.restype = ctypes.c_void_p
+    lib.seccomp_init.argtypes = [ctypes.c_uint32]
+    lib.seccomp_rule_add_array.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint,
+                                           ctypes.POINTER(Cmp)]
+    lib.seccomp_load.argtypes = [ctypes.c_void_p]
+    lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
+    ctx = lib.seccomp_init(0x7FFF0000)  # allow anything else
+    refused = 0x00050000 | errno.EAGAIN
+    masked_eq, clone_thread = 7, 0x00010000
+    for name, action, cmps in [("clone", refused, [Cmp(0, masked_eq, clone_thread, 0)]), ("fork", refused, []),
+                               ("vfork", refused, []), ("clone3", 0x00050000 | errno.ENOSYS, [])]:
+        arr = (Cmp * 1)(*cmps)  # clone3 refused outright: glibc then makes threads with clone
+        assert lib.seccomp_rule_add_array(ctx, action, lib.seccomp_syscall_resolve_name(name.encode()),
+                                          len(cmps), arr) == 0, name
+    assert lib.seccomp_load(ctx) == 0
+    try:
+        os.fork()
+    except OSError as exc:
+        fork_errno = exc.errno
+
+from numsync.app import run_once
+from numsync.config import parse_config
+from numsync.sandbox.server import EmulatorServer
+from numsync.sandbox.vapi import VapiEmulator
+
+emu = VapiEmulator(api_key="test-vapi-key")
+for i in range(30):
+    emu.add("byo-phone-number", number=f"+1415555{i:04d}", credentialId="cred-a", assistantId="asst-1")
+(tmp / "a.csv").write_text("number\n" + "".join(f"+1415555{i:04d}\n" for i in range(5, 40)))
+with EmulatorServer(emu) as server:
+    cfg = parse_config(f"""
+database_url: sqlite:///{tmp / 'numsync.db'}
+vapi: {{api_key: test-vapi-key, base_url: "{server.url}", requests_per_second: 0, page_size: 7}}
+sources:
+  - {{name: trunk-a, kind: byo, numbers_file: a.csv, vapi_credential_id: cred-a}}
+performance: {{list_in_processes: true}}
+""", origin="test.yaml", base_dir=tmp, env={})
+    out = run_once(cfg, mode="plan", write=False)
+findings = sorted((f["kind"], f["number"], f["source"]) for f in out.report["findings"])
+print("RESULT " + json.dumps({"fork_errno": fork_errno, "outcome": out.result.outcome, "findings": findings,
+                              "in_processes": sorted(out.result.stats.get("listing_cpu_seconds", {}))}))
+'''
+
+
+def _forkless_run(tmp_path: Path, how: str) -> tuple[dict[str, Any], str]:
+    script = tmp_path / "run.py"
+    script.write_text(_FORKLESS_RUN)
+    (tmp_path / how).mkdir()
+    argv = [sys.executable, str(script), str(tmp_path / how), how, str(ctypes.util.find_library("seccomp"))]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    result = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    return json.loads(result[-1].removeprefix("RESULT ")), done.stdout + done.stderr
+
+
+@pytest.mark.skipif(ctypes.util.find_library("seccomp") is None, reason="needs libseccomp to refuse the fork")
+def test_where_the_kernel_refuses_to_fork_the_run_lists_in_threads_with_the_same_findings(tmp_path: Path) -> None:
+    forked, _ = _forkless_run(tmp_path, "allow")
+    refused, output = _forkless_run(tmp_path, "refuse")
+    assert forked["fork_errno"] is None and forked["in_processes"] == ["trunk-a", "vapi"]
+    assert refused["fork_errno"] == errno.EAGAIN  # the filter works: this child cannot fork
+    assert refused["in_processes"] == []  # so it listed in threads
+    assert "listing_processes_unavailable" in output and "fallback=threads" in output
+    assert refused["outcome"] == forked["outcome"] == "drift"
+    assert refused["findings"] == forked["findings"]
+    assert {kind for kind, _n, _s in refused["findings"]} == {"missing_in_vapi", "orphaned"}
