@@ -150,6 +150,7 @@ def write_snapshot(
                                  fresh=tables.table_for(cast(sa.Table, table)))
             for start in range(0, len(rows), BATCH):
                 writer.write(rows[start:start + BATCH])
+            writer.flush()
             tables.attach()
         seconds[f"insert_{table.name}"] = time.monotonic() - t
     return dict(numbers), len(vapi_batches), seconds

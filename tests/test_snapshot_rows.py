@@ -16,7 +16,7 @@ from numsync.adapters.base import SourceRecord
 from numsync.adapters.vapi_model import to_vapi_number
 from numsync.daemon.db import open_database, upgrade
 from numsync.daemon.models import CarrierRecord, Run, VapiRecord
-from numsync.daemon.snapshot import _BulkWriter, _carrier_row, _parse_ts, _sqlite_stamp, _vapi_row
+from numsync.daemon.snapshot import BATCH, COPY_ROWS, _BulkWriter, _carrier_row, _parse_ts, _sqlite_stamp, _vapi_row
 
 
 def _general(text: str) -> str | None:
@@ -75,6 +75,8 @@ def test_rows_read_back_as_the_orm_would_have_written_them(db_url: str) -> None:
             vapis = _BulkWriter(session, cast(sa.Table, VapiRecord.__table__), RUN, skip=("raw",))
             owners = {("twilio", "AC1"): "twilio-main"}
             vapis.write([_vapi_row(vapi, owners, vapis.stamp), _vapi_row(other, owners, vapis.stamp)])
+            carriers.flush()  # on PostgreSQL rows wait for a COPY of many batches, the last for this
+            vapis.flush()
         with Session(engine) as session:
             got, got_bare = session.execute(sa.select(CarrierRecord).order_by(CarrierRecord.carrier_id)).scalars()
             seen, seen_other = session.execute(sa.select(VapiRecord).order_by(VapiRecord.vapi_id)).scalars()
@@ -90,5 +92,30 @@ def test_rows_read_back_as_the_orm_would_have_written_them(db_url: str) -> None:
         assert seen_other.updated_at == datetime(2026, 11, 26, 21, 0, 1, tzinfo=UTC)
         assert (seen_other.name, seen_other.number, seen_other.source, seen_other.routed) == (
             "Caf\u00e9", None, None, False)
+    finally:
+        engine.dispose()
+
+
+def test_rows_held_for_the_next_copy_are_written_by_flush(db_url: str) -> None:
+    """On PostgreSQL a COPY carries at least ``COPY_ROWS`` rows: the writer holds the batches before
+    them, and ``flush`` sends the rest. SQLite inserts each batch as it comes."""
+    upgrade(db_url)
+    engine = open_database(db_url)
+    rows = [_carrier_row("trunk", SourceRecord(number=f"+1415{i:07d}", e164=f"+1415{i:07d}", carrier_id=f"PN{i}"))
+            for i in range(2 * COPY_ROWS + BATCH // 2)]
+    try:
+        with Session(engine) as session, session.begin():
+            session.add(Run(id=RUN, seq=1, mode="plan", status="running", started_at=datetime.now(UTC)))
+        with Session(engine) as session, session.begin():
+            writer = _BulkWriter(session, cast(sa.Table, CarrierRecord.__table__), RUN)
+            for start in range(0, len(rows), BATCH):
+                writer.write(rows[start:start + BATCH])
+            count = sa.select(sa.func.count()).select_from(CarrierRecord)
+            written = session.execute(count).scalar_one()
+            assert written == (2 * COPY_ROWS if engine.dialect.name == "postgresql" else len(rows))
+            writer.flush()
+            assert session.execute(count).scalar_one() == len(rows)
+            writer.flush()  # nothing held: nothing sent twice
+            assert session.execute(count).scalar_one() == len(rows)
     finally:
         engine.dispose()
