@@ -45,7 +45,7 @@ BATCH = 2000
 # Rows a COPY carries at least (but a table's last): the server sets up each COPY, with a slot for
 # each of the up to 1,000 rows it buffers, and takes it all down after, and with a COPY for each
 # batch that was a quarter of its COPY's CPU. A plan of 300,000 numbers: the server's CPU went from
-# 4.53-5.12 s to 3.32-3.8 s; the main process holds 15 MB more (50 batches a COPY: 55 MB, no less CPU).
+# 4.53-5.12 s to 3.32-3.8 s; the main process holds 15 MB more (25 batches a COPY: 55 MB, no less CPU).
 COPY_ROWS = 10 * BATCH
 
 # Vapi's listing runs at a lower CPU priority than the carriers' when they run in processes. It
