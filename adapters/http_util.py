@@ -11,11 +11,13 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import functools
+import hashlib
 import json
 import math
 import os
 import ssl
 import tempfile
+import threading
 import weakref
 from datetime import UTC, datetime
 from pathlib import Path
@@ -221,8 +223,22 @@ def verify_context(ca_file: str | Path) -> ssl.SSLContext:
 _shared_contexts: weakref.WeakSet[ssl.SSLContext] = weakref.WeakSet()
 
 
+# One context for each bundle's content: ``combined_ca_bundle`` writes a new file for each source
+# it builds, so each of the daemon's runs named another path and read the same bundle again (some
+# 50 ms of CPU); the same certificates now make the same context.
+_contexts_by_content: dict[bytes, ssl.SSLContext] = {}
+_contexts_lock = threading.Lock()
+
+
 @functools.lru_cache(maxsize=8)
 def _bundle_context(path: str, _mtime: int) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=path)
-    _shared_contexts.add(context)
-    return context
+    digest = hashlib.sha256(Path(path).read_bytes()).digest()
+    with _contexts_lock:  # a source's connections ask from several threads
+        context = _contexts_by_content.get(digest)
+        if context is None:
+            context = ssl.create_default_context(cafile=path)
+            _shared_contexts.add(context)
+            while len(_contexts_by_content) >= 8:  # a bundle edited again and again keeps its newest few
+                del _contexts_by_content[next(iter(_contexts_by_content))]
+            _contexts_by_content[digest] = context
+        return context

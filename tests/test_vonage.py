@@ -477,6 +477,9 @@ def test_every_connection_verifies_with_the_one_context_that_read_the_bundle(
         assert pool.ca_certs is None and pool.ca_cert_dir is None
     assert context.cert_store_stats() == stats
     assert verify_context(src._bundle) is context
+    again = h.source(concurrency=4)  # as the daemon's next run builds it: another file, the same bundle
+    assert again._bundle is not None and again._bundle != src._bundle
+    assert verify_context(again._bundle) is context
 
 
 def test_without_ca_bundle_the_sandbox_is_not_trusted(emu: VonageEmulator, h: Harness) -> None:
