@@ -405,8 +405,7 @@ def take_snapshot(
                         writing.call(functools.partial(tables.attach, vapi_table))
                 else:
                     result.sources[tag].seconds, result.sources[tag].error = elapsed, error
-        writing.call(vapi_writer.flush)  # Vapi's, where its listing failed: deleted below
-        writing.call(carrier_writer.flush)
+        writing.call(carrier_writer.flush)  # Vapi's were sent when its listing ended (or go unsent: it failed)
         failed = False
     finally:
         try:

@@ -36,6 +36,7 @@ __all__ = [
     "FaultPlan",
     "Request",
     "Response",
+    "json_array_body",
     "json_response",
 ]
 
@@ -76,6 +77,16 @@ class Response:
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
     content_type: str = "application/json; charset=utf-8"
+
+
+def json_array_body(head: bytes, items: list[bytes], sep: bytes, tail: bytes) -> bytes:
+    """``head`` + the items' JSON as an array + ``tail``, with the page copied once: each ``+`` of a
+    page-sized bytes (or a join then a concatenation) copied it whole, most of an emulation's CPU per
+    listing page (Vapi: 1.6-1.7 ms of a 1,000-record page, then 0.6), on the cores numsync's
+    benchmark shares with it."""
+    parts = [sep] * (2 * len(items) - 1) if items else []
+    parts[::2] = items
+    return b"".join([head, b"[", *parts, b"]", tail])
 
 
 def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
