@@ -42,7 +42,7 @@ from typing import Any
 import msgspec
 import structlog
 
-__all__ = ["Job", "Relay", "fork_available", "relayed", "run_in_processes", "run_in_threads"]
+__all__ = ["Job", "Relay", "fork_available", "freeze_heap_for_good", "relayed", "run_in_processes", "run_in_threads"]
 
 log = structlog.get_logger(__name__)
 
@@ -111,6 +111,22 @@ def _replay(calls: list[tuple[int, tuple[Any, ...]]]) -> None:
 
 
 # -- processes ------------------------------------------------------------------------------------
+_heap_frozen_for_good = False
+
+
+def freeze_heap_for_good() -> None:
+    """Hand everything alive now to the collector's permanent generation, for the rest of the process.
+
+    ``run_in_processes`` freezes the heap around its forks and thaws it after, unless the process
+    froze it for good through this. It is told rather than asking ``gc.get_freeze_count()``,
+    which counts the frozen objects one by one: 17-35 ms of a 10,000-number plan's 0.43 s with
+    three SDKs imported.
+    """
+    global _heap_frozen_for_good
+    gc.freeze()
+    _heap_frozen_for_good = True
+
+
 def fork_available() -> bool:
     """Whether listings may run in forked processes here (Linux: fork is the default and well-trodden)."""
     return sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
@@ -252,15 +268,14 @@ def run_in_processes(jobs: list[Job]) -> Generator[Event, None, None]:
     try:
         # Objects alive now are the parent's: frozen, the children's garbage collector never walks
         # them, so it does not write to (and copy) every page of the parent's heap it inherited.
-        # A process that froze its heap for good (the CLI: numsync.app.settle_for_one_run) keeps it so.
-        frozen_for_good = gc.get_freeze_count() > 0
+        # A process that froze its heap for good (``freeze_heap_for_good``, the CLI's) keeps it so.
         gc.freeze()
         try:
             for job in jobs:
                 pipe, proc = _fork(job, ctx, gate)
                 children[pipe] = (job.tag, proc)
         finally:
-            if not frozen_for_good:
+            if not _heap_frozen_for_good:
                 gc.unfreeze()
             for fd in gate:  # every child forked (or forking failed): they start now
                 os.close(fd)

@@ -236,6 +236,38 @@ def test_a_job_may_take_a_lower_cpu_priority_for_its_process() -> None:
     assert [e for e in run_in_threads(jobs[:1]) if e[1] == "rows"] == [("vapi", "rows", [base])]
 
 
+_FREEZE_PROBE = """
+import gc, sys
+from numsync.daemon.workers import Job, freeze_heap_for_good, run_in_processes
+
+def job():
+    yield "rows", [gc.get_freeze_count()]
+
+def frozen_in_child():
+    return next(p[0] for _t, kind, p in run_in_processes([Job("j", job, repr)]) if kind == "rows")
+
+before = gc.get_freeze_count()
+in_child = frozen_in_child()
+after = gc.get_freeze_count()
+freeze_heap_for_good()
+for_good = gc.get_freeze_count()
+in_child_for_good = frozen_in_child()
+print(before, in_child, after, for_good, in_child_for_good, gc.get_freeze_count())
+"""
+
+
+def test_the_heap_is_frozen_for_each_fork_and_thawed_after_unless_frozen_for_good() -> None:
+    """Frozen, a child's collector leaves the parent's pages alone; a daemon must get its heap back
+    (frozen cycles are never collected), and the CLI's heap, frozen for good, stays frozen."""
+    done = subprocess.run([sys.executable, "-c", _FREEZE_PROBE], capture_output=True, text=True, timeout=60,
+                          check=True)
+    before, in_child, after, for_good, in_child_for_good, at_end = map(int, done.stdout.split())
+    assert before == 0 and after == 0
+    assert in_child > 1000  # the parent's heap, imports and all
+    assert for_good > 1000 and in_child_for_good > 1000  # (refcounting still frees frozen objects)
+    assert at_end > 1000  # not thawed
+
+
 def _siblings_job(all_looked: Any) -> Iterator[tuple[str, Any]]:
     parent = os.getppid()
     with open(f"/proc/{parent}/task/{parent}/children") as f:  # the parent's children, now

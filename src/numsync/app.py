@@ -6,7 +6,6 @@ concrete adapters and the engine at the same time.
 
 from __future__ import annotations
 
-import gc
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from numsync.daemon.db import open_database
 from numsync.daemon.locks import RUN_LOCK, DatabaseLock
 from numsync.daemon.report_data import build_report, report_context, resolve_run_id
 from numsync.daemon.run import RunResult, execute
-from numsync.daemon.workers import relayed
+from numsync.daemon.workers import freeze_heap_for_good, relayed
 from numsync.errors import ConfigError, NumsyncError, PermanentError
 from numsync.metrics import Metrics
 from numsync.redaction import SECRETS
@@ -105,7 +104,7 @@ def settle_for_one_run(config: Config) -> None:
             load_adapter(kind)
         except Exception:  # noqa: S112 - a broken SDK install is reported by its source's build
             continue
-    gc.freeze()
+    freeze_heap_for_good()
 
 
 def build_sources(cfgs: Sequence[SourceConfig], on_request: Callable[[str, str], None]) -> list[Source]:
