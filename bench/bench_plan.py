@@ -160,7 +160,8 @@ def main() -> None:
     try:
         db_url = scratch_database(args.db, workdir, "numsync_bench")  # migrated before timing
         cfg = parse_config(config_text(info, db_url, workdir / "reports", args.processes), origin="bench.yaml", env={})
-        # Import the SDKs before timing, as the peer does (and as a long-running daemon pays once).
+        # Import the SDKs before timing, as the peer does (naive_peer.warm_imports; a long-running
+        # daemon pays them once).
         for module in ("twilio", "telnyx", "vonage", "vapi"):
             importlib.import_module(f"numsync.adapters.{module}")
         # what the first client of a process imports lazily (httpx's transport, Twilio's API tree)

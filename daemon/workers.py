@@ -118,9 +118,10 @@ def freeze_heap_for_good() -> None:
     """Hand everything alive now to the collector's permanent generation, for the rest of the process.
 
     ``run_in_processes`` freezes the heap around its forks and thaws it after, unless the process
-    froze it for good through this. It is told rather than asking ``gc.get_freeze_count()``,
-    which counts the frozen objects one by one: 17-35 ms of a 10,000-number plan's 0.43 s with
-    three SDKs imported.
+    froze it for good through this (a host that freezes its own heap calls this instead of
+    ``gc.freeze()``, or its freeze is undone after the next run's forks). It is told rather than
+    asking ``gc.get_freeze_count()``, which counts the frozen objects one by one: 17-35 ms of a
+    10,000-number plan's 0.43 s with three SDKs imported.
     """
     global _heap_frozen_for_good
     gc.freeze()
