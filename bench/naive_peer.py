@@ -40,7 +40,7 @@ def warm_imports() -> None:
     """What the SDKs import on first use, imported before the clock starts, as bench_plan.py does
     for numsync: the comparison is of listing and diffing, not of importing.
 
-    Until 2026-11-28 the peer imported these inside its timed run (0.3 s for Twilio's API tree and
+    Until 2026-11-27 the peer imported these inside its timed run (0.3 s for Twilio's API tree and
     0.5 s for Telnyx's resource modules on this machine) while numsync's side had them imported
     before: at 10,000 numbers that was a third of the peer's time, and its speed-ups were too high.
     """

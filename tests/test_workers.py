@@ -237,7 +237,7 @@ def test_a_job_may_take_a_lower_cpu_priority_for_its_process() -> None:
 
 
 _FREEZE_PROBE = """
-import gc, sys
+import gc
 from numsync.daemon.workers import Job, freeze_heap_for_good, run_in_processes
 
 def job():
