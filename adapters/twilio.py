@@ -16,8 +16,9 @@ This is the only module that imports ``twilio``. Why it looks the way it does:
   own ``message``/``code`` only, never from URLs, headers or credentials.
 * ``next_page_uri`` is server-controlled: a PageToken seen twice, a link back to the first page
   or more than ``max_pages`` pages is a ``ProtocolError``, so a broken server cannot make us loop.
-* CPU per record matters: every source lists in a thread of one process, so the GIL makes each
-  source's CPU everyone's wall time. Pages are read through the SDK's own ``Page`` (status check,
+* CPU per record matters: a listing's CPU is its wall time once a core is busy with it, and where
+  listings run in threads of one process (no fork, or configured off) the GIL makes each source's
+  CPU everyone's. Pages are read through the SDK's own ``Page`` (status check,
   JSON, record key, ``next_page_url``) but with ``get_instance`` returning the seven fields read
   (``_Listed``): an ``IncomingPhoneNumberInstance`` per record (~12 us) parsed two dates and
   thirty fields to read seven, and a well-formed page is decoded straight into those fields.

@@ -1,14 +1,15 @@
 """Benchmark: list each carrier source alone (Twilio, Telnyx, Vonage) against its emulation.
 
-Why: in a ``numsync plan`` every source lists in a thread of one Python process, so a listing is
-bound by latency (pages x latency / concurrency) *and* by the CPU it burns per record under the
-GIL. This measures both for one carrier at a time, so a regression in either shows up here before
-it disappears into the plan's wall time: wall time, requests, the latency floor and CPU seconds
-(``time.process_time()`` of this process; the emulation runs in a child process of its own) per
-1,000 records, and the emulation's CPU per 1,000 records (it shares the machine's cores).
-``--together`` also lists the three at once, in threads, as the plan does. ``--profile`` prints
-the cProfile top of one listing (the consuming thread only: for the page workers of Telnyx and
-Vonage use ``py-spy record --gil -f raw -- python bench/bench_carriers.py ...``).
+Why: in a ``numsync plan`` each source lists in a process of its own (in threads of one process
+where forking is off), so a listing is bound by latency (pages x latency / concurrency) *and* by
+the CPU it burns per record. This measures both for one carrier at a time, so a regression in
+either shows up here before it disappears into the plan's wall time: wall time, requests, the
+latency floor and CPU seconds (``time.process_time()`` of this process; the emulation runs in a
+child process of its own) per 1,000 records, and the emulation's CPU per 1,000 records (it shares
+the machine's cores).
+``--together`` also lists the three at once, in threads (as the plan does where forking is
+off). ``--profile`` prints the cProfile top of one listing (the consuming thread only: for the page
+workers of Telnyx and Vonage use ``py-spy record --gil -f raw -- python bench/bench_carriers.py ...``).
 
     python bench/bench_carriers.py [--n 10000] [--latency 0.02] [--carriers twilio,telnyx,vonage]
                                    [--runs 3] [--together] [--profile] [--json FILE]
