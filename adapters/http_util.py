@@ -41,6 +41,7 @@ __all__ = [
     "read_environment_once",
     "ssl_context_with_extra_ca",
     "verify_context",
+    "warm_requests_trust_store",
 ]
 
 def loads(body: bytes | str) -> Any:
@@ -123,6 +124,15 @@ def combined_ca_bundle(extra: Path, *, owner: str = "a source") -> Path:
     return Path(name)
 
 
+def warm_requests_trust_store() -> None:
+    """Read the trust store requests would verify with (REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE or
+    certifi) into its shared ``verify_context`` now, while a source is configured: listings forked
+    later inherit it instead of each reading it again (a source whose clients are made lazily, in
+    the listing, calls this when it is built)."""
+    with contextlib.suppress(OSError, ssl.SSLError):  # unreadable: the first connection says so
+        verify_context(_base_trust_file(_REQUESTS_TRUST_VARS))
+
+
 def default_tls_verify() -> ssl.SSLContext:
     """What httpx's ``verify=True`` means (certifi, or SSL_CERT_FILE / SSL_CERT_DIR), built once per
     process and environment: httpx otherwise loads the whole bundle for every client (~30 ms of CPU),
@@ -157,7 +167,10 @@ def read_environment_once(session: requests.Session, url: str, *, pinned: bool =
     """
     session.proxies.update(requests.utils.get_environ_proxies(url, no_proxy=None))
     if session.verify is True:  # as requests would read it per request (a pinned bundle wins anyway)
-        session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+        # named, so that a ``PinnedVerifyAdapter`` verifies against one shared context of it: given
+        # ``True``, requests names certifi's file on each new connection, which reads it again
+        session.verify = (os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+                          or requests.utils.DEFAULT_CA_BUNDLE_PATH)
     session.trust_env = False
     if (not pinned and isinstance(session.verify, str) and url.lower().startswith("https:")
             and os.path.isfile(session.verify)):

@@ -469,8 +469,7 @@ def test_every_connection_verifies_with_the_one_context_that_read_the_bundle(
     context = verify_context(src._bundle)
     stats = context.cert_store_stats()
     assert len(list(src.list_numbers())) == 30
-    pools = [pool for client in src._clients
-             for pool in _session_of(client).get_adapter(h.server.url).poolmanager.pools._container.values()]
+    pools = _pools(src, h.server.url)
     assert len(src._clients) > 1 and len(pools) == len(src._clients)
     for pool in pools:
         assert pool.conn_kw["ssl_context"] is context
@@ -482,12 +481,47 @@ def test_every_connection_verifies_with_the_one_context_that_read_the_bundle(
     assert verify_context(again._bundle) is context
 
 
-def test_without_ca_bundle_the_sandbox_is_not_trusted(emu: VonageEmulator, h: Harness) -> None:
+def _pools(src: VonageSource, url: str) -> list[Any]:
+    return [pool for client in src._clients
+            for pool in _session_of(client).get_adapter(url).poolmanager.pools._container.values()]
+
+
+def test_without_ca_bundle_the_sandbox_is_not_trusted(
+    emu: VonageEmulator, h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):  # requests' own default then: certifi
+        monkeypatch.delenv(name, raising=False)
     seed(emu, 2)
+    src = h.source(h.config(ca_bundle=None))
     with pytest.raises(PermanentError, match="not trusted") as info:
-        list(h.source(h.config(ca_bundle=None)).list_numbers())
+        list(src.list_numbers())
     assert not isinstance(info.value, TransientError)
     assert h.calls == [("vonage", "error")]
+    # it verified against certifi, as requests does, through the one context that read it
+    (pool,) = _pools(src, h.server.url)
+    assert pool.conn_kw["ssl_context"] is verify_context(requests.utils.DEFAULT_CA_BUNDLE_PATH)
+
+
+def test_without_ca_bundle_every_connection_verifies_with_one_context_of_the_environments_store(
+    emu: VonageEmulator, h: Harness, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Without a bundle of ours, requests named the trust store's file on each new connection and
+    urllib3 read it again: four or five times at the start of every listing. It is read once, when
+    the source is built, into the context every connection shares."""
+    store = tmp_path / "store.pem"
+    store.write_text(Path(certifi.where()).read_text() + h.ca.read_text())
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(store))
+    seed(emu, 30)
+    src = h.source(h.config(ca_bundle=None), concurrency=4)
+    context = verify_context(store)
+    stats = context.cert_store_stats()
+    assert len(list(src.list_numbers())) == 30
+    pools = _pools(src, h.server.url)
+    assert len(src._clients) > 1 and len(pools) == len(src._clients)
+    for pool in pools:
+        assert pool.conn_kw["ssl_context"] is context
+        assert pool.ca_certs is None and pool.ca_cert_dir is None
+    assert context.cert_store_stats() == stats
 
 
 def test_unreadable_ca_bundle_is_a_config_error(h: Harness, tmp_path: Path) -> None:
