@@ -458,6 +458,24 @@ def test_ca_bundle_adds_to_the_trust_store_without_touching_the_environment(
     assert not bundle.exists()
 
 
+def _pools(src: VonageSource, url: str) -> list[Any]:
+    return [pool for client in src._clients
+            for pool in _session_of(client).get_adapter(url).poolmanager.pools._container.values()]
+
+
+def _lists_through_one_context(src: VonageSource, context: Any, url: str, numbers: int) -> None:
+    """List with several connections; each must verify through ``context``, never naming a CA file
+    (urllib3 would read it into the context again), and the context must not have read more."""
+    stats = context.cert_store_stats()
+    assert len(list(src.list_numbers())) == numbers
+    pools = _pools(src, url)
+    assert len(src._clients) > 1 and len(pools) == len(src._clients)
+    for pool in pools:
+        assert pool.conn_kw["ssl_context"] is context
+        assert pool.ca_certs is None and pool.ca_cert_dir is None
+    assert context.cert_store_stats() == stats
+
+
 def test_every_connection_verifies_with_the_one_context_that_read_the_bundle(
     emu: VonageEmulator, h: Harness
 ) -> None:
@@ -467,23 +485,11 @@ def test_every_connection_verifies_with_the_one_context_that_read_the_bundle(
     src = h.source(concurrency=4)
     assert src._bundle is not None
     context = verify_context(src._bundle)
-    stats = context.cert_store_stats()
-    assert len(list(src.list_numbers())) == 30
-    pools = _pools(src, h.server.url)
-    assert len(src._clients) > 1 and len(pools) == len(src._clients)
-    for pool in pools:
-        assert pool.conn_kw["ssl_context"] is context
-        assert pool.ca_certs is None and pool.ca_cert_dir is None
-    assert context.cert_store_stats() == stats
+    _lists_through_one_context(src, context, h.server.url, 30)
     assert verify_context(src._bundle) is context
     again = h.source(concurrency=4)  # as the daemon's next run builds it: another file, the same bundle
     assert again._bundle is not None and again._bundle != src._bundle
     assert verify_context(again._bundle) is context
-
-
-def _pools(src: VonageSource, url: str) -> list[Any]:
-    return [pool for client in src._clients
-            for pool in _session_of(client).get_adapter(url).poolmanager.pools._container.values()]
 
 
 def test_without_ca_bundle_the_sandbox_is_not_trusted(
@@ -513,15 +519,7 @@ def test_without_ca_bundle_every_connection_verifies_with_one_context_of_the_env
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(store))
     seed(emu, 30)
     src = h.source(h.config(ca_bundle=None), concurrency=4)
-    context = verify_context(store)
-    stats = context.cert_store_stats()
-    assert len(list(src.list_numbers())) == 30
-    pools = _pools(src, h.server.url)
-    assert len(src._clients) > 1 and len(pools) == len(src._clients)
-    for pool in pools:
-        assert pool.conn_kw["ssl_context"] is context
-        assert pool.ca_certs is None and pool.ca_cert_dir is None
-    assert context.cert_store_stats() == stats
+    _lists_through_one_context(src, verify_context(store), h.server.url, 30)
 
 
 def test_unreadable_ca_bundle_is_a_config_error(h: Harness, tmp_path: Path) -> None:
