@@ -129,8 +129,16 @@ def warm_requests_trust_store() -> None:
     certifi) into its shared ``verify_context`` now, while a source is configured: listings forked
     later inherit it instead of each reading it again (a source whose clients are made lazily, in
     the listing, calls this when it is built)."""
-    with contextlib.suppress(OSError, ssl.SSLError):  # unreadable: the first connection says so
-        verify_context(_base_trust_file(_REQUESTS_TRUST_VARS))
+    store = _requests_trust_store()
+    if os.path.isfile(store):
+        with contextlib.suppress(OSError, ssl.SSLError):  # unreadable: the first connection says so
+            verify_context(store)
+
+
+def _requests_trust_store() -> str:
+    """What requests verifies with when told ``verify=True`` (a file, or a directory of certificates)."""
+    return (os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+            or requests.utils.DEFAULT_CA_BUNDLE_PATH)
 
 
 def default_tls_verify() -> ssl.SSLContext:
@@ -169,8 +177,7 @@ def read_environment_once(session: requests.Session, url: str, *, pinned: bool =
     if session.verify is True:  # as requests would read it per request (a pinned bundle wins anyway)
         # named, so that a ``PinnedVerifyAdapter`` verifies against one shared context of it: given
         # ``True``, requests names certifi's file on each new connection, which reads it again
-        session.verify = (os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-                          or requests.utils.DEFAULT_CA_BUNDLE_PATH)
+        session.verify = _requests_trust_store()
     session.trust_env = False
     if (not pinned and isinstance(session.verify, str) and url.lower().startswith("https:")
             and os.path.isfile(session.verify)):

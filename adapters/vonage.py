@@ -491,19 +491,16 @@ class VonageSource:
         auth = Auth(api_key=cfg.api_key.get_secret_value(), api_secret=cfg.api_secret.get_secret_value())
         http_client = HttpClient(auth, self._options, _sdk_version())
         client = _Client(http_client, Numbers(http_client))
-        with contextlib.suppress(RuntimeError):  # an SDK without a requests session reads it its own way
-            read_environment_once(_session_of(client), f"https://{http_client.rest_host}/",
-                                  pinned=self._bundle is not None)
         try:
-            session: requests.Session | None = _session_of(client)
-        except RuntimeError:
+            session = _session_of(client)
+        except RuntimeError:  # an SDK without a requests session reads the environment its own way
             if self._bundle is not None:
                 raise PermanentError(
                     f"ca_bundle of source {self.name} cannot be applied to this Vonage SDK version",
                     api=self.name, operation="configure TLS",
                 ) from None
-            session = None
-        if session is not None:
+        else:
+            read_environment_once(session, f"https://{http_client.rest_host}/", pinned=self._bundle is not None)
             if self._bundle is not None:
                 session.verify = str(self._bundle)
             # with or without a bundle of ours: each new connection would read the trust store again
