@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import MappingProxyType
-from typing import Any, NamedTuple, Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import msgspec
 import phonenumbers
@@ -34,11 +34,13 @@ __all__ = [
 ]
 
 
-class SourceRecord(NamedTuple):
+class SourceRecord(msgspec.Struct, frozen=True, gc=False):
     """One number as a source owns it, normalised so the engine can compare it with Vapi.
 
-    A NamedTuple, not a frozen dataclass: a listing makes one per number, and building a frozen
-    dataclass (``object.__setattr__`` per field) cost three times as much.
+    A frozen msgspec Struct the cycle collector does not track, like ``VapiNumber`` (its labels,
+    a mapping of text to text, cannot lead back to it): a listing makes one per number and holds
+    a page of them. Not a frozen dataclass: building one (``object.__setattr__`` per field) cost
+    three times as much as a NamedTuple, which this replaced for the collector's sake.
 
     ``e164`` is the number the engine compares and imports: E.164, or the number as written for a
     source that does not require E.164 (a trunk with ``e164_check: false``). It is None when the
@@ -166,10 +168,14 @@ def _fast_e164(digits: str) -> str | None:
     return None
 
 
-class VapiNumber(NamedTuple):
+class VapiNumber(msgspec.Struct, frozen=True, gc=False):
     """The fields of a Vapi phone-number record that reconciling needs, read once at the edge.
 
-    A NamedTuple for the same reason as ``SourceRecord``: one per Vapi record in a listing.
+    A frozen msgspec Struct the cycle collector does not track (it holds text and bools only, so it
+    can be in no cycle): a listing holds a page of them, a thousand, and as a NamedTuple each was
+    walked by every young-generation collection while its page was read, some three per page.
+    Vapi's listing of 300,000 records took 25-30% less CPU (1.15-1.71 s against 1.66-2.38 s, 1,085
+    collections against 305). Built positionally, in the fields' order.
     """
 
     id: str

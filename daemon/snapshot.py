@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
 
+import msgspec
 import orjson
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -512,7 +513,7 @@ def _carrier_row(source: str, rec: SourceRecord) -> tuple[Any, ...]:
     except orjson.JSONEncodeError:  # a lone surrogate in a label
         clean = False
     if not clean:
-        rec = rec._make(storable(list(rec)))
+        rec = SourceRecord(*storable(list(msgspec.structs.astuple(rec))))
         labels = orjson.dumps(dict(rec.labels)).decode() if rec.labels else None
     return (
         source,
