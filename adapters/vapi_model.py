@@ -62,7 +62,7 @@ def to_vapi_number(record: dict[str, Any]) -> VapiNumber:
     )
     if number:
         number = number.strip() or None
-    return VapiNumber(  # positional: the fields' order (NamedTuple keywords cost a dict per record)
+    return VapiNumber(  # positional, in the fields' order
         rid,
         provider,
         number or None,
