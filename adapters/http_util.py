@@ -119,8 +119,7 @@ def combined_ca_bundle(extra: Path, *, owner: str = "a source") -> Path:
     fd, name = tempfile.mkstemp(prefix="numsync-ca-", suffix=".pem")
     with os.fdopen(fd, "wb") as out:
         out.write(base.rstrip(b"\n") + b"\n" + extra_pem.rstrip(b"\n") + b"\n")
-    with contextlib.suppress(ssl.SSLError):  # unreadable: the first connection reports it, as before
-        verify_context(name)
+    _read_now(name)
     return Path(name)
 
 
@@ -129,10 +128,15 @@ def warm_requests_trust_store() -> None:
     certifi) into its shared ``verify_context`` now, while a source is configured: listings forked
     later inherit it instead of each reading it again (a source whose clients are made lazily, in
     the listing, calls this when it is built)."""
-    store = _requests_trust_store()
-    if os.path.isfile(store):
-        with contextlib.suppress(OSError, ssl.SSLError):  # unreadable: the first connection says so
-            verify_context(store)
+    _read_now(_requests_trust_store())
+
+
+def _read_now(ca_file: str) -> None:
+    """Build ``ca_file``'s shared ``verify_context`` now, if it is a file; one that cannot be read
+    is left for the first connection to report, as it would have without this."""
+    if os.path.isfile(ca_file):
+        with contextlib.suppress(OSError, ssl.SSLError):
+            verify_context(ca_file)
 
 
 def _requests_trust_store() -> str:
@@ -179,11 +183,8 @@ def read_environment_once(session: requests.Session, url: str, *, pinned: bool =
         # ``True``, requests names certifi's file on each new connection, which reads it again
         session.verify = _requests_trust_store()
     session.trust_env = False
-    if (not pinned and isinstance(session.verify, str) and url.lower().startswith("https:")
-            and os.path.isfile(session.verify)):
-        # Read now, while the source is configured: listings forked later inherit the context.
-        with contextlib.suppress(OSError, ssl.SSLError):  # unreadable: the first connection says so
-            verify_context(session.verify)
+    if not pinned and isinstance(session.verify, str) and url.lower().startswith("https:"):
+        _read_now(session.verify)  # while the source is configured: listings forked later inherit it
 
 
 class PinnedVerifyAdapter(HTTPAdapter):
