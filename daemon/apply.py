@@ -43,7 +43,7 @@ from numsync.adapters.base import Source, VapiApi
 from numsync.adapters.vapi_model import unchecked_forms
 from numsync.errors import AdapterError, InDoubtError, PermanentError, TransientError
 
-from .models import Action, VapiRecord
+from .models import Action, VapiRecord, in_run
 
 __all__ = ["ApplyResult", "apply_plan", "recover_started"]
 
@@ -267,7 +267,7 @@ def _held_as_written(session: Session, run_id: str, numbers: set[str]) -> dict[s
     for start in range(0, len(keys), 500):
         for vapi_id, key in session.execute(
             sa.select(VapiRecord.vapi_id, VapiRecord.match_key)
-            .where(VapiRecord.run_id == run_id, VapiRecord.match_key.in_(keys[start:start + 500]))
+            .where(in_run(VapiRecord, run_id), VapiRecord.match_key.in_(keys[start:start + 500]))
         ):
             held.setdefault(forms[str(key)], vapi_id)
     return held

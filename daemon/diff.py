@@ -37,7 +37,7 @@ from numsync.adapters.base import country_of
 from numsync.adapters.vapi_model import CARRIER_PROVIDERS
 
 from .db import reads_in_parallel
-from .models import NOTABLE_VAPI_RECORD, SNAPSHOT_TABLES, snapshot_partition
+from .models import NOTABLE_VAPI_RECORD, SNAPSHOT_TABLES, in_run, snapshot_partition
 from .models import CarrierRecord as C
 from .models import VapiRecord as V
 
@@ -110,7 +110,7 @@ class _Run:
     PostgreSQL reads only the run's partition but keeps ``run_id = ...`` as a filter on each of its
     rows, which an index-only scan of the (match_key, source) indexes cannot evaluate: it would
     read the table instead. Elsewhere (SQLite, or a run whose partitions do not exist) they are the
-    rows of the tables with the run's id.
+    rows of the tables with the run's id (``in_run``: on SQLite, read through the run's own index).
     """
 
     id: str
@@ -120,7 +120,7 @@ class _Run:
 
     def of(self, entity: Any) -> sa.ColumnElement[bool]:
         """The condition that selects the run's rows of ``entity`` (``V``, ``C`` or an alias of one)."""
-        return sa.true() if self.partitioned else entity.run_id == self.id
+        return sa.true() if self.partitioned else in_run(entity, self.id)
 
     @property
     def v(self) -> sa.ColumnElement[bool]:

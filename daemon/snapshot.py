@@ -32,11 +32,13 @@ from .db import can_copy, copy_rows
 from .models import (
     SNAPSHOT_TABLES,
     CarrierRecord,
-    Run,
     UTCDateTime,
     VapiRecord,
+    in_run,
     is_snapshot_partition,
+    run_of_snapshot_index,
     snapshot_partition,
+    snapshot_run_index,
 )
 from .workers import Job, run_in_processes, run_in_threads
 
@@ -151,7 +153,8 @@ def _binary_types(columns: list[sa.Column[Any]]) -> list[str] | None:
 
 class _RunTables:
     """Where a run's snapshot rows go: on PostgreSQL, into tables of the run's own that become its
-    partitions of the snapshot tables once the listings are done; elsewhere, into the tables.
+    partitions of the snapshot tables once the listings are done; elsewhere (SQLite), into the
+    tables, whose index of the run's rows (``snapshot_run_index``) is made once they are written.
 
     Why, on PostgreSQL (a million numbers, 2,000,000 rows, server CPU): a table made in the same
     transaction takes COPY FREEZE, which writes rows already visible to all (no hint bits to set
@@ -165,10 +168,12 @@ class _RunTables:
     def __init__(self, session: Session, run_id: str) -> None:
         self._conn = session.connection()
         self._own = self._conn.dialect.name == "postgresql"
-        if self._own and str(uuid.UUID(run_id)) != run_id:  # it goes into DDL as text
+        if str(uuid.UUID(run_id)) != run_id:  # it goes into DDL as text
             raise ValueError(f"a run id is a UUID in its canonical form, not {run_id!r}")
         self._run_id = run_id
-        self._unattached: dict[str, str] = {}  # table -> the run's table for it
+        # table -> the run's table for it (PostgreSQL), or the index its rows await (SQLite)
+        self._unattached: dict[str, str] = (
+            {} if self._own else {table: snapshot_run_index(table, run_id) for table in SNAPSHOT_TABLES})
 
     def table_for(self, table: sa.Table) -> str | None:
         """Make the run's own (empty) table for ``table`` and return its name; None: write into ``table``."""
@@ -186,12 +191,17 @@ class _RunTables:
 
     def attach(self, table: sa.Table | None = None) -> None:
         """Make the run's table for ``table`` (else each not yet attached) its partition, which
-        builds its indexes: about 0.8 s each at a million rows. Vapi's is attached as soon as its
-        listing is done, while the carriers' go on (``take_snapshot``), so that time is not spent
-        after the slowest listing."""
+        builds its indexes: about 0.8 s each at a million rows; on SQLite, index the run's rows
+        of it. Vapi's is attached as soon as its listing is done, while the carriers' go on
+        (``take_snapshot``), so that time is not spent after the slowest listing."""
         for name in [table.name] if table is not None else list(self._unattached):
-            if (mine := self._unattached.pop(name, None)) is not None:
+            if (mine := self._unattached.pop(name, None)) is None:
+                continue
+            if self._own:
                 self._ddl(f"ALTER TABLE {name} ATTACH PARTITION {mine} FOR VALUES IN ('{self._run_id}')", name)
+            else:
+                self._conn.exec_driver_sql(
+                    f"CREATE INDEX {mine} ON {name} (match_key, source) WHERE run_id = '{self._run_id}'")
 
     def _ddl(self, statement: str, table: str) -> None:
         """Run ``statement``; a user without the rights it needs gets an error that says which
@@ -212,13 +222,21 @@ class _RunTables:
 def prune_snapshots(session: Session, keep: list[str]) -> None:
     """Remove the snapshots of every run not in ``keep``: on PostgreSQL by dropping their partitions
     (and deleting any rows the default partition holds, written by a release before 0005), on
-    SQLite by deleting their rows."""
+    SQLite by deleting their rows and the index of them."""
     conn = session.connection()
     if conn.dialect.name != "postgresql":
-        # Each old run's rows by the index, not a scan for every run_id not kept.
-        old = sa.select(Run.id).where(Run.id.not_in(keep))
+        # Each old run's rows found through its index, not a scan of every run's rows; every run
+        # with rows has one (take_snapshot makes it in the transaction that writes them, and
+        # migration 0008 made those of the runs before it).
         for model in (VapiRecord, CarrierRecord):
-            session.execute(sa.delete(model).where(model.run_id.in_(old)))
+            table = model.__tablename__
+            indexes = conn.exec_driver_sql(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?", (table,)).scalars().all()
+            for name in sorted(indexes):
+                run_id = run_of_snapshot_index(name)
+                if run_id is not None and run_id not in keep:
+                    session.execute(sa.delete(model).where(in_run(model, run_id)))
+                    conn.exec_driver_sql(f"DROP INDEX {name}")
         return
     kept = {snapshot_partition(table, run_id) for table in SNAPSHOT_TABLES for run_id in keep}
     for table in SNAPSHOT_TABLES:
@@ -419,11 +437,11 @@ def take_snapshot(
     for out in result.sources.values():
         if out.error is not None:
             session.execute(
-                sa.delete(CarrierRecord).where(CarrierRecord.run_id == run_id, CarrierRecord.source == out.name)
+                sa.delete(CarrierRecord).where(in_run(CarrierRecord, run_id), CarrierRecord.source == out.name)
             )
             out.numbers = 0
     if result.vapi_error is not None:
-        session.execute(sa.delete(VapiRecord).where(VapiRecord.run_id == run_id))
+        session.execute(sa.delete(VapiRecord).where(in_run(VapiRecord, run_id)))
         result.vapi_numbers = 0
     return result
 

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import alembic.command
 import httpx
 import jsonschema
 import psycopg
@@ -23,9 +24,9 @@ import sqlalchemy.orm
 
 from numsync.app import run_once
 from numsync.config import Config, parse_config
-from numsync.daemon.db import make_engine, upgrade
+from numsync.daemon.db import alembic_config, make_engine, upgrade
 from numsync.daemon.diff import compute_findings, judge_sources, prepare_diff, scan_run
-from numsync.daemon.models import Action, CarrierRecord, FindingState, Run, VapiRecord
+from numsync.daemon.models import Action, CarrierRecord, FindingState, Run, VapiRecord, in_run
 from numsync.daemon.recheck import MAX_RECHECKS
 from numsync.daemon.run import KEEP_SNAPSHOTS
 from numsync.daemon.snapshot import prune_snapshots
@@ -405,23 +406,39 @@ def _partitions(conn: sa.Connection, table: str) -> set[str]:
         "WHERE i.inhparent = to_regclass(%(t)s)", {"t": table}).scalars())
 
 
+def _migrate(engine: sa.Engine, url: str, revision: str, *, down: bool = False) -> None:
+    cfg = alembic_config(url)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        (alembic.command.downgrade if down else alembic.command.upgrade)(cfg, revision)
+
+
+def _run_indexes(conn: sa.Connection, table: str) -> set[str]:
+    return set(conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ? "
+                                    "AND name LIKE 'ix_%_run_%'", (table,)).scalars())
+
+
 def test_only_the_last_few_runs_keep_their_snapshots(tmp_path: Path, db_url: str, vapi: Any) -> None:
     """Pruning: on PostgreSQL each run's snapshot is a partition of its own, and the old ones are
-    dropped; rows that a release before 0005 wrote into the tables themselves (the default
-    partition there) go when their run is no longer kept."""
+    dropped; on SQLite each run's rows have an index of their own, dropped with them. Rows that a
+    release before 0005 wrote into the tables themselves (the default partition on PostgreSQL;
+    on SQLite, rows a release before 0008 wrote, which 0008 indexed) go when their run is no
+    longer kept."""
     emu, server = vapi
     emu.add("byo-phone-number", number="+14155550100", credentialId="cred-a", assistantId=ASSISTANT)
     numbers = write_csv(tmp_path / "a.csv", ["+14155550100", "+14155550101"])
     cfg = make_config(tmp_path, db_url, server.url, byo_source("trunk-a", numbers, "cred-a"))
     engine = make_engine(db_url)
+    sqlite = engine.dialect.name == "sqlite"
     try:
-        upgrade(db_url, engine)
+        _migrate(engine, db_url, "0007") if sqlite else upgrade(db_url, engine)
         stale = "00000000-0000-4000-8000-000000000000"  # as the previous release would have written it
         with engine.begin() as conn:
             conn.execute(sa.insert(Run), [{"id": stale, "seq": 0, "mode": "plan", "status": "finished",
                                            "started_at": datetime.now(UTC)}])
             conn.execute(sa.insert(VapiRecord), [{"run_id": stale, "vapi_id": "v0", "provider": "byo-phone-number",
                                                   "routed": True}])
+        upgrade(db_url, engine)
         runs = [run_once(cfg, mode="plan", engine=engine).result.run_id for _ in range(KEEP_SNAPSHOTS + 2)]
         with engine.connect() as conn:
             kept = set(runs[-KEEP_SNAPSHOTS:])
@@ -438,10 +455,51 @@ def test_only_the_last_few_runs_keep_their_snapshots(tmp_path: Path, db_url: str
                         "FROM to_regclass(%(t)s) AS t, pg_visibility_map_summary(t) AS s",
                         {"t": f"{table}_{uuid.UUID(runs[-1]).hex}"}).one()
                     assert frozen == pages > 0
+            else:
+                for table in ("vapi_records", "carrier_records"):
+                    assert _run_indexes(conn, table) == {f"ix_{table}_run_{uuid.UUID(r).hex}" for r in kept}
         with sqlalchemy.orm.Session(engine) as session, session.begin():  # keeping none (the default one too)
             prune_snapshots(session, [])
         with engine.connect() as conn:
             assert _snapshot_runs(conn) == {"vapi_records": set(), "carrier_records": set()}
+            if sqlite:
+                assert _run_indexes(conn, "vapi_records") == _run_indexes(conn, "carrier_records") == set()
+    finally:
+        engine.dispose()
+
+
+def test_sqlite_migration_0008_indexes_each_runs_rows_and_0007_gets_its_index_back(sqlite_url: str) -> None:
+    """Rows written before 0008 get their run's own index, which the diff's reads of a run use;
+    rows under an id numsync never made (not a UUID) cannot be named in one and go. Downgrading
+    brings back the index over every run's rows, with the rows kept."""
+    engine = make_engine(sqlite_url)
+    run_id, odd = "6f1c2a9e-3b4d-4e5f-8a6b-7c8d9e0f1a2b", "not-a-uuid"
+    try:
+        _migrate(engine, sqlite_url, "0007")
+        with engine.begin() as conn:
+            for rid in (run_id, odd):
+                conn.execute(sa.insert(VapiRecord), [
+                    {"run_id": rid, "vapi_id": f"v{i}", "provider": "twilio", "match_key": f"+1415555010{i}",
+                     "source": "a", "routed": True} for i in range(3)])
+                conn.execute(sa.insert(CarrierRecord), [
+                    {"run_id": rid, "source": "a", "number": f"+1415555010{i}", "match_key": f"+1415555010{i}",
+                     "carrier_id": f"c{i}"} for i in range(2)])
+        upgrade(sqlite_url, engine)
+        with engine.connect() as conn:
+            for table, model in (("vapi_records", VapiRecord), ("carrier_records", CarrierRecord)):
+                assert _run_indexes(conn, table) == {f"ix_{table}_run_{uuid.UUID(run_id).hex}"}
+                assert set(conn.execute(sa.select(model.run_id).distinct()).scalars()) == {run_id}
+            keys = sa.select(VapiRecord.match_key, VapiRecord.source).where(
+                in_run(VapiRecord, run_id)).order_by(VapiRecord.match_key, VapiRecord.source)
+            compiled = keys.compile(engine, compile_kwargs={"render_postcompile": True, "literal_binds": True})
+            plan = " ".join(str(row[-1]) for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}"))
+            assert f"ix_vapi_records_run_{uuid.UUID(run_id).hex}" in plan and "TEMP B-TREE" not in plan, plan
+            assert conn.execute(keys).all() == [(f"+1415555010{i}", "a") for i in range(3)]
+        _migrate(engine, sqlite_url, "0007", down=True)
+        with engine.connect() as conn:
+            for table in ("vapi_records", "carrier_records"):
+                assert _run_indexes(conn, table) == {f"ix_{table}_run_key"}
+            assert conn.execute(sa.select(sa.func.count()).select_from(VapiRecord)).scalar_one() == 3
     finally:
         engine.dispose()
 

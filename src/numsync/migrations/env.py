@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import context
 
-from numsync.daemon.models import Base, is_snapshot_partition
+from numsync.daemon.models import Base, is_snapshot_partition, run_of_snapshot_index
 
 MIGRATION_LOCK_ID = 0x6E756D73796E63  # 'numsync'
 
@@ -18,9 +18,14 @@ target_metadata = Base.metadata
 
 
 def _include_name(name: str | None, type_: str, parent_names: object) -> bool:
-    """Leave the snapshot tables' partitions out of autogenerate's comparison: the runs make and
-    drop them (``daemon.snapshot``), the models declare only their parents."""
-    return not (type_ == "table" and name is not None and is_snapshot_partition(name))
+    """Leave the snapshot tables' partitions (PostgreSQL) and the indexes of each run's rows
+    (SQLite) out of autogenerate's comparison: the runs make and drop them (``daemon.snapshot``),
+    the models declare only the tables."""
+    if name is None:
+        return True
+    if type_ == "table":
+        return not is_snapshot_partition(name)
+    return not (type_ == "index" and run_of_snapshot_index(name) is not None)
 
 
 def _include_object(obj: object, name: str | None, type_: str, reflected: bool, compare_to: object) -> bool:
