@@ -38,12 +38,12 @@ PAGE = {"vapi": 1000, "twilio": 1000, "telnyx": 250, "vonage": 100}
 APIS = ("vapi", "twilio", "telnyx", "vonage")
 
 
-def start_emulators(n: int, latency: float, workdir: Path,
-                    apis: tuple[str, ...] = APIS) -> tuple[dict[str, dict[str, Any]], list[Any]]:
+def start_emulators(n: int, latency: float, workdir: Path, apis: tuple[str, ...] = APIS,
+                    numbers: str = "scattered") -> tuple[dict[str, dict[str, Any]], list[Any]]:
     procs, info = [], {}
     for api in apis:
         proc = subprocess.Popen([sys.executable, str(HERE / "emulators.py"), str(n), str(latency), api,
-                                 str(workdir)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                                 str(workdir), numbers], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         procs.append(proc)
     for proc in procs:
         line = proc.stdout.readline()  # type: ignore[union-attr]
@@ -152,10 +152,12 @@ def main() -> None:
                          "oldest kept snapshot, as every run does once a few have run (steady state)")
     ap.add_argument("--processes", choices=["auto", "true", "false"], default="auto",
                     help="performance.list_in_processes (false: listings in threads, one core; for profiling)")
+    ap.add_argument("--numbers", choices=["scattered", "in-order"], default="scattered",
+                    help="the seeded numbers' order in the APIs' listings (emulators.py)")
     args = ap.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="numsync-bench-"))
     t_seed = time.monotonic()
-    info, procs = start_emulators(args.n, args.latency, workdir)
+    info, procs = start_emulators(args.n, args.latency, workdir, numbers=args.numbers)
     seed_seconds = time.monotonic() - t_seed
     try:
         db_url = scratch_database(args.db, workdir, "numsync_bench")  # migrated before timing
@@ -192,7 +194,8 @@ def main() -> None:
         if args.peer:
             urls = {k: v["url"] for k, v in info.items()}
             if args.mode == "reconcile":  # numsync imported the missing numbers: the peer gets a fresh Vapi
-                fresh, fresh_procs = start_emulators(args.n, args.latency, workdir, apis=("vapi",))
+                fresh, fresh_procs = start_emulators(args.n, args.latency, workdir, apis=("vapi",),
+                                                     numbers=args.numbers)
                 procs += fresh_procs
                 urls["vapi"] = fresh["vapi"]["url"]
             peer_cfg = {"urls": urls, "ca": info["vonage"]["ca"], "creds": CREDS,
@@ -228,7 +231,7 @@ def main() -> None:
         floor += math.ceil(imports / 8) * args.latency
     stats = out.result.stats
     result = {
-        "n": args.n, "db": args.db, "mode": args.mode, "latency_ms": args.latency * 1000,
+        "n": args.n, "db": args.db, "mode": args.mode, "latency_ms": args.latency * 1000, "numbers": args.numbers,
         **({"prior_runs": args.prior_runs} if args.prior_runs else {}),
         "wall_s": round(wall, 2), "floor_s": round(floor, 2), "wall_over_floor": round(wall / floor, 2),
         "snapshot_s": stats.get("snapshot_seconds"), "diff_s": stats.get("diff_seconds"),
