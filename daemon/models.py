@@ -149,9 +149,10 @@ def snapshot_run_index(table: str, run_id: str) -> str:
     Why one per run, made after: SQLite keeps every run's rows in one table, and an index over all
     of them, (run_id, match_key, source), took each row's key as it came. Listings come in the
     order the APIs keep (when a number was bought), not in the numbers' order, so each insert went
-    to a random place in an index larger than the page cache: a million numbers in random order
-    cost 41 s of CPU to insert with it, 15 s without it, and 5 s more to index afterwards from a
-    sorted pass. A partial index also leaves the other runs' rows out of each run's index.
+    to a random place in an index larger than the page cache. A plan of a million numbers so
+    listed: the main process's CPU went from 48.7-49.4 s to 29.8-30.9 s; in the numbers' own
+    order, from 32.7-32.8 s to 25.2-28.0 s (two cores, slow that day). The index leaves the other
+    runs' rows out, but SQLite reads them all to build it: more kept runs, more to read.
     """
     return f"ix_{table}_run_{uuid.UUID(run_id).hex}"
 
