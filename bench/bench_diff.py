@@ -151,7 +151,7 @@ def write_snapshot(
             for start in range(0, len(rows), BATCH):
                 writer.write(rows[start:start + BATCH])
             writer.flush()
-            tables.attach()
+            tables.attach(cast(sa.Table, table))
         seconds[f"insert_{table.name}"] = time.monotonic() - t
     return dict(numbers), len(vapi_batches), seconds
 
