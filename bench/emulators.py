@@ -9,8 +9,8 @@ serves until its standard input closes.
 The numbers are scattered over their ranges (the default) rather than seeded in their own order:
 the APIs list an account's numbers in the order they were bought, which is not the numbers'
 order, and numbers seeded in key order flattered whatever indexes rows as they arrive (before
-migration 0008, SQLite's snapshot inserts at a million numbers: 32.7 s of the main process's CPU
-in key order, 49 s scattered). ``in-order`` seeds them as the tables before 2026-11-28 did.
+migration 0008, a plan of a million numbers on SQLite: 32.7-32.8 s of the main process's CPU in
+key order, 48.7-51.8 s scattered). ``in-order`` seeds them as the tables before 2026-11-28 did.
 """
 
 from __future__ import annotations
