@@ -1,4 +1,5 @@
-"""The database layer's own behaviour: a bulk transaction's log copy on SQLite (``LogCopy``)."""
+"""The database layer's own behaviour: a bulk transaction's log copy on SQLite (``LogCopy``), and
+the migration the code says it works with."""
 
 from __future__ import annotations
 
@@ -8,9 +9,18 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from alembic.script import ScriptDirectory
 from sqlalchemy.orm import Session, sessionmaker
 
-from numsync.daemon.db import AUTOCHECKPOINT_PAGES, LogCopy, bulk_insert, make_engine, upgrade
+from numsync.daemon.db import (
+    AUTOCHECKPOINT_PAGES,
+    HEAD_REVISION,
+    LogCopy,
+    alembic_config,
+    bulk_insert,
+    make_engine,
+    upgrade,
+)
 from numsync.daemon.models import Action, Run
 
 ROWS = 3000  # of 4 KiB each: 12 MiB, three times the log SQLite copies at commit by itself
@@ -29,6 +39,14 @@ def _autocheckpoints(engine: sa.Engine) -> set[int]:
         for conn in held:
             conn.close()
     return seen
+
+
+def test_the_code_names_the_newest_migration_as_its_own(tmp_path: Path) -> None:
+    # Commands compare a database's migration with HEAD_REVISION rather than load every script to
+    # learn the head: a new migration must move it (one head, or alembic raises here).
+    assert ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head() == HEAD_REVISION
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    assert upgrade(url) == HEAD_REVISION
 
 
 @pytest.fixture
