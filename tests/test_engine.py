@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -30,10 +31,11 @@ from numsync.daemon.models import Action, CarrierRecord, FindingState, Run, Vapi
 from numsync.daemon.recheck import MAX_RECHECKS
 from numsync.daemon.run import KEEP_SNAPSHOTS
 from numsync.daemon.snapshot import prune_snapshots
-from numsync.errors import DatabaseError
+from numsync.errors import ConfigError, DatabaseError
 from numsync.sandbox.demo import start_sandbox
 from numsync.sandbox.server import EmulatorServer
 from numsync.sandbox.vapi import VapiEmulator
+from numsync.sandbox.vonage import make_tls
 
 SCHEMA = json.loads((Path(__file__).parent / "schemas" / "report.schema.json").read_text())
 TWILIO_SID = "AC" + "1" * 32
@@ -391,6 +393,37 @@ def test_a_snapshot_write_that_fails_fails_the_run_and_leaves_no_rows(tmp_path: 
             assert conn.execute(sa.select(Run.status)).scalars().all() == ["failed"]
             assert conn.execute(sa.select(sa.func.count()).select_from(CarrierRecord)).scalar_one() == 0
             assert conn.execute(sa.select(sa.func.count()).select_from(VapiRecord)).scalar_one() == 0
+    finally:
+        engine.dispose()
+
+
+def test_a_vapi_client_that_cannot_be_built_ends_the_run_before_it_starts_and_closes_the_sources(
+        tmp_path: Path, sqlite_url: str, vapi: Any) -> None:
+    # The clients are built in threads while the database is opened and locked: the sources built
+    # beside a Vapi client that failed are closed all the same (a Twilio source with a CA of its
+    # own holds a temp file of its trust store until then), and nothing of a run is written.
+    _emu, server = vapi
+    _ctx, ca = make_tls(tmp_path)
+    not_a_ca = tmp_path / "not-a-ca.pem"
+    not_a_ca.write_text("this is not a certificate\n")
+    cfg = make_config(tmp_path, sqlite_url, server.url, f"""
+  - name: twilio-main
+    kind: twilio
+    account_sid: {TWILIO_SID}
+    auth_token: twilio-token
+    base_url: {server.url}
+    ca_bundle: {ca}
+""")
+    cfg = cfg.model_copy(update={"vapi": cfg.vapi.model_copy(update={"ca_bundle": not_a_ca})})
+    temp_bundles = Path(tempfile.gettempdir()).glob("numsync-ca-*.pem")
+    before = set(temp_bundles)
+    with pytest.raises(ConfigError, match=f"ca_bundle {re.escape(str(not_a_ca))} of .*holds no PEM certificate"):
+        run_once(cfg, mode="plan")
+    assert set(Path(tempfile.gettempdir()).glob("numsync-ca-*.pem")) == before
+    engine = make_engine(sqlite_url)
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(sa.select(sa.func.count()).select_from(Run)).scalar_one() == 0
     finally:
         engine.dispose()
 

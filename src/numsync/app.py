@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -107,18 +108,57 @@ def settle_for_one_run(config: Config) -> None:
     freeze_heap_for_good()
 
 
-def build_sources(cfgs: Sequence[SourceConfig], on_request: Callable[[str, str], None]) -> list[Source]:
-    out: list[Source] = []
-    for cfg in cfgs:
-        try:
-            out.append(build_source(cfg, on_request=on_request))
-        except NumsyncError as exc:
-            out.append(_BrokenSource(cfg, exc))
-        except Exception as exc:  # an SDK refusing its arguments must not stop the other sources
-            out.append(_BrokenSource(cfg, PermanentError(
-                f"source {cfg.name}: cannot set up the {cfg.kind} client ({exc.__class__.__name__})",
-                api=cfg.name, operation="setup")))
-    return out
+def _build_source(cfg: SourceConfig, on_request: Callable[[str, str], None]) -> Source:
+    """A source's adapter; one that cannot be built fails like a listing would (``_BrokenSource``)
+    instead of stopping the others."""
+    try:
+        return build_source(cfg, on_request=on_request)
+    except NumsyncError as exc:
+        return _BrokenSource(cfg, exc)
+    except Exception as exc:  # an SDK refusing its arguments must not stop the other sources
+        return _BrokenSource(cfg, PermanentError(
+            f"source {cfg.name}: cannot set up the {cfg.kind} client ({exc.__class__.__name__})",
+            api=cfg.name, operation="setup"))
+
+
+class _Clients:
+    """The run's Vapi client and sources, built in threads while the database is opened and locked.
+
+    Why: building them is mostly reading trust stores (certifi's bundle for httpx's clients, a
+    bundle with its extra CA for each source that names one), 12 ms of OpenSSL's CPU each here,
+    and it held up every listing. OpenSSL reads them without the GIL, beside the database's
+    opening; two at once took 21-22 ms against 25-28 ms one after the other, for 39-43 ms of CPU
+    against 25-28 (OpenSSL 3.0's locks), so a few threads are enough.
+
+    ``get`` waits for every build and for the threads to end: the listings are forked after it,
+    and a thread alive at a fork could leave a lock held in the child. ``close`` closes whatever
+    was built, used or not (another run may have held the lock, or the Vapi client failed).
+    """
+
+    _MAX_THREADS = 4
+
+    def __init__(self, config: Config, chosen: Sequence[SourceConfig], on_request: Callable[[str, str], None]) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=min(self._MAX_THREADS, len(chosen) + 1),
+                                        thread_name_prefix="numsync-build")
+        self._vapi = self._pool.submit(VapiClient, config.vapi, on_request=on_request)
+        self._sources = [self._pool.submit(_build_source, cfg, on_request) for cfg in chosen]
+        self._closed = False
+
+    def get(self) -> tuple[VapiClient, list[Source]]:
+        """The clients (a Vapi client that cannot be built raises here, as it did when built in line)."""
+        self._pool.shutdown(wait=True)
+        return self._vapi.result(), [f.result() for f in self._sources]
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._pool.shutdown(wait=True)
+        built: list[Any] = [f.result() for f in self._sources]
+        if self._vapi.exception() is None:
+            built.insert(0, self._vapi.result())
+        for client in built:
+            client.close()
 
 
 def run_once(
@@ -147,31 +187,28 @@ def run_once(
     metrics = metrics or Metrics()
     chosen = _selected(config, source_names)
     register_secrets(config)
+    # listings may run in forked processes: their request counts come back through the relay
+    on_request = relayed(metrics.on_request)
+    clients = _Clients(config, chosen, on_request)
     own_engine = engine is None
-    engine = engine or open_database(config.database_url)
-    sessions = sessionmaker(engine, expire_on_commit=False)
     try:
+        engine = engine or open_database(config.database_url)
+        sessions = sessionmaker(engine, expire_on_commit=False)
         with DatabaseLock(config.database_url, RUN_LOCK):
-            # listings may run in forked processes: their request counts come back through the relay
-            on_request = relayed(metrics.on_request)
-            sources = build_sources(chosen, on_request)
-            vapi = VapiClient(config.vapi, on_request=on_request)
-            try:
-                result = execute(
-                    sessions, config, mode=mode, vapi=vapi, sources=sources,
-                    selected=[s.name for s in chosen] if source_names else None,
-                    clock=clock, progress=progress, stop=stop, guard=guard, trigger=trigger,
-                )
-            finally:
-                vapi.close()
-                for src in sources:
-                    src.close()
+            vapi, sources = clients.get()
+            result = execute(
+                sessions, config, mode=mode, vapi=vapi, sources=sources,
+                selected=[s.name for s in chosen] if source_names else None,
+                clock=clock, progress=progress, stop=stop, guard=guard, trigger=trigger,
+            )
+        clients.close()
         metrics.observe_run(mode=mode, outcome=result.outcome, seconds=result.seconds,
                             findings=result.findings_by_source, source_numbers=result.source_numbers)
         report, ctx, paths = _write(sessions, result.run_id, config, report_dir, formats, write=write)
         return RunOutput(result=result, report=report, paths=paths, context=ctx)
     finally:
-        if own_engine:
+        clients.close()
+        if own_engine and engine is not None:
             engine.dispose()
 
 
