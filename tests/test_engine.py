@@ -415,8 +415,7 @@ def test_a_vapi_client_that_cannot_be_built_ends_the_run_before_it_starts_and_cl
     ca_bundle: {ca}
 """)
     cfg = cfg.model_copy(update={"vapi": cfg.vapi.model_copy(update={"ca_bundle": not_a_ca})})
-    temp_bundles = Path(tempfile.gettempdir()).glob("numsync-ca-*.pem")
-    before = set(temp_bundles)
+    before = set(Path(tempfile.gettempdir()).glob("numsync-ca-*.pem"))
     with pytest.raises(ConfigError, match=f"ca_bundle {re.escape(str(not_a_ca))} of .*holds no PEM certificate"):
         run_once(cfg, mode="plan")
     assert set(Path(tempfile.gettempdir()).glob("numsync-ca-*.pem")) == before
