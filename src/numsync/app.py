@@ -142,7 +142,6 @@ class _Clients:
                                         thread_name_prefix="numsync-build")
         self._vapi = self._pool.submit(VapiClient, config.vapi, on_request=on_request)
         self._sources = [self._pool.submit(_build_source, cfg, on_request) for cfg in chosen]
-        self._closed = False
 
     def get(self) -> tuple[VapiClient, list[Source]]:
         """The clients (a Vapi client that cannot be built raises here, as it did when built in line)."""
@@ -150,9 +149,6 @@ class _Clients:
         return self._vapi.result(), [f.result() for f in self._sources]
 
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
         self._pool.shutdown(wait=True)
         built: list[Any] = [f.result() for f in self._sources]
         if self._vapi.exception() is None:
@@ -201,7 +197,6 @@ def run_once(
                 selected=[s.name for s in chosen] if source_names else None,
                 clock=clock, progress=progress, stop=stop, guard=guard, trigger=trigger,
             )
-        clients.close()
         metrics.observe_run(mode=mode, outcome=result.outcome, seconds=result.seconds,
                             findings=result.findings_by_source, source_numbers=result.source_numbers)
         report, ctx, paths = _write(sessions, result.run_id, config, report_dir, formats, write=write)
