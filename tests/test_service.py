@@ -259,6 +259,10 @@ class TcpProxy:
                 client.close()
                 continue
             with self._lock:
+                if self._listener is not listener:  # cut while this one was being connected
+                    client.close()
+                    upstream.close()
+                    continue
                 self._conns += [client, upstream]
             threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
 
@@ -280,12 +284,17 @@ class TcpProxy:
             sel.close()
 
     def cut(self) -> None:
-        """Stop listening and reset every open connection, as a lost network would."""
-        if self._listener is not None:
+        """Stop listening and reset every open connection, as a lost network would.
+
+        The accept thread checks, under the same lock, that the listener is still current before
+        it keeps a connection, so one accepted just as the cut begins cannot outlive it.
+        """
+        with self._lock:
+            listener, self._listener = self._listener, None
+        if listener is not None:
             with contextlib.suppress(OSError):  # shutdown wakes accept(); close() alone would not
-                self._listener.shutdown(socket.SHUT_RDWR)
-            self._listener.close()
-            self._listener = None
+                listener.shutdown(socket.SHUT_RDWR)
+            listener.close()
         with self._lock:
             for conn in self._conns:
                 with contextlib.suppress(OSError):
@@ -333,4 +342,5 @@ def test_postgres_down_at_start_then_lost_mid_leadership(tmp_path: Path, pg_url:
     logs = daemon.logs()
     assert "leadership lost" in logs
     assert "scheduled reconcile failed" in logs
-    assert [r["status"] for r in runs(pg_url)] == ["running"]  # it could not even record its end
+    # It could not even record its end: every connection, even one opened as the cut began, is gone.
+    assert [r["status"] for r in runs(pg_url)] == ["running"], logs
