@@ -36,7 +36,6 @@ __all__ = [
     "can_copy",
     "copy_rows",
     "current_revision",
-    "head_revision",
     "make_engine",
     "open_database",
     "safe_url",
@@ -163,11 +162,6 @@ def alembic_config(url: str) -> AlembicConfig:
 HEAD_REVISION = "0008"
 
 
-def head_revision() -> str:
-    """The migration this code works with (``HEAD_REVISION``)."""
-    return HEAD_REVISION
-
-
 def current_revision(engine: Engine) -> str | None:
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
@@ -199,13 +193,12 @@ def _connect_message(url: str, exc: Exception) -> str:
 def open_database(url: str, *, auto_upgrade_sqlite: bool = True) -> Engine:
     """Return an engine for a database at the code's migration, or raise DatabaseError saying why."""
     engine = make_engine(url)
-    head = head_revision()
     try:
         current = current_revision(engine)
     except SQLAlchemyError as exc:
         engine.dispose()
         raise DatabaseError(_connect_message(url, exc)) from None
-    if current == head:
+    if current == HEAD_REVISION:
         return engine
     script = ScriptDirectory.from_config(alembic_config(url))
     known = {rev.revision for rev in script.walk_revisions()}
@@ -213,7 +206,7 @@ def open_database(url: str, *, auto_upgrade_sqlite: bool = True) -> Engine:
         engine.dispose()
         raise DatabaseError(
             f"the database at {safe_url(url)} is at migration {current}, which this numsync does not know "
-            f"(newer than {head}): upgrade numsync, or point it at another database"
+            f"(newer than {HEAD_REVISION}): upgrade numsync, or point it at another database"
         )
     if engine.dialect.name == "sqlite" and auto_upgrade_sqlite and current is None:
         with engine.connect() as conn:
@@ -224,7 +217,7 @@ def open_database(url: str, *, auto_upgrade_sqlite: bool = True) -> Engine:
     engine.dispose()
     where = "empty" if current is None else f"at migration {current}"
     raise DatabaseError(
-        f"the database at {safe_url(url)} is {where}, behind this numsync ({head}): run `numsync db upgrade`"
+        f"the database at {safe_url(url)} is {where}, behind this numsync ({HEAD_REVISION}): run `numsync db upgrade`"
     )
 
 

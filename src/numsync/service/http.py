@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from numsync.daemon.db import current_revision, head_revision, make_engine, safe_url
+from numsync.daemon.db import HEAD_REVISION, current_revision, make_engine, safe_url
 from numsync.errors import ConfigError, DatabaseError
 
 __all__ = ["METRICS_CONTENT_TYPE", "ProbeServer", "Readiness"]
@@ -38,7 +38,6 @@ class Readiness:
     def __init__(self, url: str, *, ttl: float = 2.0) -> None:
         self.url = url
         self.ttl = ttl
-        self._head = head_revision()
         self._engine: Engine | None = None
         self._lock = threading.Lock()
         self._answer: tuple[bool, str] = (False, "not checked yet")
@@ -61,9 +60,9 @@ class Readiness:
             self._drop_engine()
             reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
             return False, f"database {safe_url(self.url)} unreachable: {reason[0] if reason else type(exc).__name__}"
-        if current != self._head:
+        if current != HEAD_REVISION:
             where = "empty" if current is None else f"at migration {current}"
-            return False, f"database is {where}, not at {self._head}: run `numsync db upgrade`"
+            return False, f"database is {where}, not at {HEAD_REVISION}: run `numsync db upgrade`"
         return True, "database reachable and at the latest migration"
 
     def _drop_engine(self) -> None:
