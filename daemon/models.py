@@ -43,6 +43,7 @@ __all__ = [
     "RunSource",
     "UTCDateTime",
     "VapiRecord",
+    "create_snapshot_run_index",
     "in_run",
     "is_snapshot_partition",
     "run_of_snapshot_index",
@@ -155,6 +156,13 @@ def snapshot_run_index(table: str, run_id: str) -> str:
     runs' rows out, but SQLite reads them all to build it: more kept runs, more to read.
     """
     return f"ix_{table}_run_{uuid.UUID(run_id).hex}"
+
+
+def create_snapshot_run_index(table: str, run_id: str) -> str:
+    """The statement that makes ``snapshot_run_index``: its condition is written here, beside
+    ``in_run``, whose queries must state it in the same form for SQLite to use the index."""
+    return (f"CREATE INDEX {snapshot_run_index(table, run_id)} ON {table} (match_key, source) "
+            f"WHERE run_id = '{uuid.UUID(run_id)}'")
 
 
 def run_of_snapshot_index(name: str) -> str | None:

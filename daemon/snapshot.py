@@ -34,6 +34,7 @@ from .models import (
     CarrierRecord,
     UTCDateTime,
     VapiRecord,
+    create_snapshot_run_index,
     in_run,
     is_snapshot_partition,
     run_of_snapshot_index,
@@ -200,8 +201,7 @@ class _RunTables:
             if self._own:
                 self._ddl(f"ALTER TABLE {name} ATTACH PARTITION {mine} FOR VALUES IN ('{self._run_id}')", name)
             else:
-                self._conn.exec_driver_sql(
-                    f"CREATE INDEX {mine} ON {name} (match_key, source) WHERE run_id = '{self._run_id}'")
+                self._conn.exec_driver_sql(create_snapshot_run_index(name, self._run_id))
 
     def _ddl(self, statement: str, table: str) -> None:
         """Run ``statement``; a user without the rights it needs gets an error that says which

@@ -51,7 +51,7 @@ def upgrade() -> None:
             if _canonical(run_id) is None:
                 conn.exec_driver_sql(f"DELETE FROM {table} WHERE run_id IS ?", (run_id,))
                 continue
-            # the same name and form as numsync.daemon.models.snapshot_run_index
+            # the same name and form as numsync.daemon.models.create_snapshot_run_index
             conn.exec_driver_sql(f"CREATE INDEX IF NOT EXISTS ix_{table}_run_{uuid.UUID(run_id).hex} "
                                  f"ON {table} (match_key, source) WHERE run_id = '{run_id}'")
         op.drop_index(f"ix_{table}_run_key", table_name=table)
