@@ -399,9 +399,10 @@ def test_a_snapshot_write_that_fails_fails_the_run_and_leaves_no_rows(tmp_path: 
 
 def test_a_vapi_client_that_cannot_be_built_ends_the_run_before_it_starts_and_closes_the_sources(
         tmp_path: Path, sqlite_url: str, vapi: Any) -> None:
-    # The clients are built in threads while the database is opened and locked: the sources built
-    # beside a Vapi client that failed are closed all the same (a Twilio source with a CA of its
-    # own holds a temp file of its trust store until then), and nothing of a run is written.
+    # The clients are built in a thread while the database is opened and locked and the run is
+    # recorded, in a transaction that waits for them: the sources built beside a Vapi client that
+    # failed are closed all the same (a Twilio source with a CA of its own holds a temp file of its
+    # trust store until then), and the transaction is rolled back, so nothing of a run is written.
     _emu, server = vapi
     _ctx, ca = make_tls(tmp_path)
     not_a_ca = tmp_path / "not-a-ca.pem"

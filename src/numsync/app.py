@@ -122,24 +122,23 @@ def _build_source(cfg: SourceConfig, on_request: Callable[[str, str], None]) -> 
 
 
 class _Clients:
-    """The run's Vapi client and sources, built in threads while the database is opened and locked.
+    """The run's Vapi client and sources, built in a thread while the database is opened and
+    locked and the run is recorded (``execute`` waits for them in that transaction).
 
     Why: building them is mostly reading trust stores (certifi's bundle for httpx's clients, a
-    bundle with its extra CA for each source that names one), 12 ms of OpenSSL's CPU each here,
-    and it held up every listing. OpenSSL reads them without the GIL, beside the database's
-    opening; two at once took 21-22 ms against 25-28 ms one after the other, for 39-43 ms of CPU
-    against 25-28 (OpenSSL 3.0's locks), so a few threads are enough.
+    bundle with its extra CA for each source that names one), about 22 ms of OpenSSL's CPU each
+    here, and it held up every listing. OpenSSL reads them without the GIL, beside the database
+    work. One thread: two of them reading a bundle each took 39-48 ms against 36 ms one after the
+    other, for 77-93 ms of CPU (OpenSSL 3.0's locks); in a 10,000-number plan the listings were
+    forked after a median of 61 ms with one thread, 64 with two, 65 with four.
 
-    ``get`` waits for every build and for the threads to end: the listings are forked after it,
+    ``get`` waits for every build and for the thread to end: the listings are forked after it,
     and a thread alive at a fork could leave a lock held in the child. ``close`` closes whatever
     was built, used or not (another run may have held the lock, or the Vapi client failed).
     """
 
-    _MAX_THREADS = 4
-
     def __init__(self, config: Config, chosen: Sequence[SourceConfig], on_request: Callable[[str, str], None]) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=min(self._MAX_THREADS, len(chosen) + 1),
-                                        thread_name_prefix="numsync-build")
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="numsync-build")
         self._vapi = self._pool.submit(VapiClient, config.vapi, on_request=on_request)
         self._sources = [self._pool.submit(_build_source, cfg, on_request) for cfg in chosen]
 
@@ -191,9 +190,8 @@ def run_once(
         engine = engine or open_database(config.database_url)
         sessions = sessionmaker(engine, expire_on_commit=False)
         with DatabaseLock(config.database_url, RUN_LOCK):
-            vapi, sources = clients.get()
             result = execute(
-                sessions, config, mode=mode, vapi=vapi, sources=sources,
+                sessions, config, mode=mode, clients=clients.get,
                 selected=[s.name for s in chosen] if source_names else None,
                 clock=clock, progress=progress, stop=stop, guard=guard, trigger=trigger,
             )
