@@ -22,9 +22,9 @@ This is the only module that imports ``twilio``. Why it looks the way it does:
   JSON, record key, ``next_page_url``) but with ``get_instance`` returning the seven fields read
   (``_Listed``): an ``IncomingPhoneNumberInstance`` per record (~12 us) parsed two dates and
   thirty fields to read seven, and a well-formed page is decoded straight into those fields.
-  Twilio's records carry no country, and working it out costs ~8 us a number, so the engine
-  labels the few numbers that become findings instead (``base.country_of``); the routing verdict
-  is memoised per (voice_url, application, trunk) in a listing.
+  Twilio's records carry no country, and working it out costs ~8 us a number: the planner works
+  it out for the few numbers it imports, where a name shows it (``plan.render_name``); the
+  routing verdict is memoised per (voice_url, application, trunk) in a listing.
 """
 
 from __future__ import annotations

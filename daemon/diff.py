@@ -33,7 +33,6 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
-from numsync.adapters.base import country_of
 from numsync.adapters.vapi_model import CARRIER_PROVIDERS
 
 from .db import reads_in_parallel
@@ -459,12 +458,6 @@ def _missing(session: Session, run: _Run, ok: list[str], unheld: list[str] | Non
                 seen[1] = seen[1] or bool(elsewhere)
                 seen[2] = min(filter(None, (seen[2], routing)), default=None)
     for (source, key), (carrier_id, elsewhere, routing, labels) in merged.items():
-        # Sources need not label every number with its country (it cost a listing 8-22 us a number);
-        # the few that become findings get it here, after the source's own labels.
-        if not (labels and "country" in labels):
-            country = country_of(key)
-            if country is not None:
-                labels = {**(labels or {}), "country": country}
         if elsewhere:
             yield FindingDraft("routed_elsewhere", key, source, carrier_id=carrier_id,
                                detail=f"voice routing points elsewhere: {routing}", labels=labels)

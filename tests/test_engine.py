@@ -264,7 +264,7 @@ def test_diff_reads_records_in_batches_of_keys(
 ) -> None:
     """The diff finds the keys that differ in one pass, then reads their records a batch of keys at
     a time: batches of one key find the same. A sipUri equal to another record's number as written
-    is a duplicate; a missing number gets its country as a label after the source's own labels."""
+    is a duplicate; the {label} of a number its source gives no labels is its country."""
     from numsync.daemon import diff
 
     emu, server = vapi

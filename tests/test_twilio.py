@@ -173,7 +173,7 @@ def test_records_are_normalised(emu: TwilioEmulator, h: Harness) -> None:
     assert (first.e164, first.status, first.routing, first.routed_elsewhere) == (
         "+14155550100", "in-use", f"voice_url {VAPI_URL}", False)
     assert first.carrier_id.startswith("PN")
-    # Twilio records carry no country: the engine labels the numbers that become findings
+    # Twilio records carry no country: the planner works it out where an import's name shows it
     assert dict(first.labels) == {"friendly_name": "Support"}
     uk = got["+442071838750"]
     assert (uk.e164, uk.status, uk.routed_elsewhere) == ("+442071838750", "pending", False)
