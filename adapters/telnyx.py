@@ -12,7 +12,9 @@ why:
   parser. Reading the JSON here lets every malformed answer become a ``ProtocolError``, and the
   paging guards below make a misbehaving server unable to keep us looping.
 - ``cfg.ca_bundle`` is added to the trust store (an ``ssl.SSLContext`` on the httpx client), never
-  substituted for it, so a corporate proxy's CA does not break every public host.
+  substituted for it, so a corporate proxy's CA does not break every public host. The client follows
+  no redirect (the SDK's own client does): it talks to one host, and a client of an http:// URL
+  then needs no trust store at all (``http_util.httpx_tls_verify``).
 - ``on_request`` is fed from an httpx response event hook (one call per HTTP answer) and from the
   error boundary for requests that got no answer at all.
 - Pages are asked for with the client's documented generic ``get`` ("making custom/undocumented
@@ -46,7 +48,7 @@ import msgspec
 import telnyx
 
 from numsync.adapters.base import SourceRecord, VapiOwner, decode_direct, to_e164
-from numsync.adapters.http_util import default_tls_verify, loads, parse_retry_after, ssl_context_with_extra_ca
+from numsync.adapters.http_util import httpx_tls_verify, loads, parse_retry_after, ssl_context_with_extra_ca
 from numsync.config import TelnyxSourceConfig
 from numsync.errors import (
     AdapterError,
@@ -174,18 +176,16 @@ class TelnyxSource:
         self.page_size = page_size
         self._sleep = sleep
         self._routes = frozenset(cfg.routes_to_vapi)
-        verify: ssl.SSLContext = (
-            ssl_context_with_extra_ca(cfg.ca_bundle, owner=f"source {cfg.name}") if cfg.ca_bundle
-            else default_tls_verify()
-        )
+        base_url = _api_base(cfg.base_url)
         http_client = telnyx.DefaultHttpxClient(
-            verify=verify,
+            verify=httpx_tls_verify(base_url, cfg.ca_bundle, owner=f"source {cfg.name}"),
+            follow_redirects=False,  # one host, as numsync's other clients (the SDK's default follows)
             timeout=cfg.timeout,
             event_hooks={"response": [self._count_response]},
         )
         self._client = telnyx.Telnyx(
             api_key=cfg.api_key.get_secret_value(),
-            base_url=_api_base(cfg.base_url),
+            base_url=base_url,
             max_retries=0,
             timeout=cfg.timeout,
             http_client=http_client,

@@ -62,7 +62,7 @@ from numsync.errors import (
 from numsync.redaction import is_secret_key
 
 from .base import VapiNumber
-from .http_util import default_tls_verify, loads, parse_retry_after, ssl_context_with_extra_ca
+from .http_util import httpx_tls_verify, loads, parse_retry_after
 from .vapi_model import read_listing_page, to_vapi_number
 
 __all__ = ["MAX_ROUNDS", "SECRET_FIELDS", "VapiClient", "VapiStats", "redact_record"]
@@ -194,7 +194,7 @@ def _message_of(payload: Any) -> str:
 
 
 def _tls_verify(cfg: VapiConfig) -> ssl.SSLContext:
-    return ssl_context_with_extra_ca(cfg.ca_bundle, owner="vapi") if cfg.ca_bundle is not None else default_tls_verify()
+    return httpx_tls_verify(cfg.base_url, cfg.ca_bundle, owner="vapi")
 
 
 def _normalise_number(number: Any) -> str | None:

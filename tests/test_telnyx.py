@@ -199,6 +199,16 @@ def test_429_waits_for_retry_after_then_completes(emu, server):
     assert calls == [("telnyx", "429"), ("telnyx", "200")]
 
 
+def test_a_redirect_is_reported_not_followed(emu, server):
+    # One host per source, as numsync's other clients (the SDK's own httpx client follows them):
+    # the page the Location names would have answered.
+    seed(emu, 3)
+    emu.faults.add("status", status=302, path=LIST_PATH, location=f"{server.url}/v2/phone_numbers?page[number]=1")
+    with pytest.raises(PermanentError, match=r"^Telnyx answered 302 for source telnyx-main"):
+        list(make_source(server).list_numbers())
+    assert pages_asked(emu) == [("1", "250", 302)]
+
+
 def test_retry_after_is_capped_at_60_seconds(emu, server):
     seed(emu, 1)
     emu.faults.add("status", status=429, retry_after="3600")

@@ -23,6 +23,7 @@ import httpx
 import pytest
 import trustme
 
+from numsync.adapters.http_util import httpx_tls_verify
 from numsync.adapters.vapi import MAX_ROUNDS, VapiClient, parse_retry_after, redact_record
 from numsync.config import VapiConfig
 from numsync.errors import (
@@ -516,6 +517,33 @@ def test_ca_bundle_is_trusted_in_addition_to_the_system_store(emulator: VapiEmul
             with pytest.raises(PermanentError) as caught:
                 list(untrusted.iter_records())
     assert "ca_bundle" in str(caught.value)
+
+
+def test_a_client_of_an_http_url_reads_no_trust_store_and_would_trust_no_certificate(
+        emulator: VapiEmulator, tmp_path: Path) -> None:
+    # httpx reads its trust store when a client is made (22 ms of OpenSSL's CPU for certifi's); a
+    # client of an http:// URL follows no redirect and never needs one. Its context trusts no CA,
+    # so a TLS connection made with it fails instead of going unverified.
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    plain = httpx_tls_verify("http://127.0.0.1:9", None, owner="vapi")
+    assert plain.cert_store_stats()["x509_ca"] == 0
+    assert (plain.verify_mode, plain.check_hostname) == (ssl.CERT_REQUIRED, True)
+    assert httpx_tls_verify("https://api.vapi.ai", None, owner="vapi").cert_store_stats()["x509_ca"] > 100
+    given = httpx_tls_verify("http://127.0.0.1:9", ca_file, owner="vapi")  # asked for: read whatever the URL
+    assert given.cert_store_stats()["x509_ca"] > 100
+    emulator.add("vapi", sipUri="sip:a@x")
+    with EmulatorServer(emulator, ssl_context=server_context) as tls_server:
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            httpx.get(tls_server.url, verify=plain)
+        with httpx.Client(verify=given) as client:
+            assert client.get(f"{tls_server.url}/v2/phone-number", headers={"Authorization": f"Bearer {KEY}"}
+                              ).status_code == 200
+    with VapiClient(VapiConfig(api_key=KEY, base_url="http://127.0.0.1:9")) as client:
+        assert client._verify is plain  # one per process
 
 
 def test_parse_retry_after() -> None:

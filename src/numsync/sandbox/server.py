@@ -110,6 +110,7 @@ class Fault:
     after: int = 0  # let this many matching requests through first
     status: int = 500
     retry_after: str | None = None
+    location: str | None = None  # a status fault's Location header (a redirect)
     delay: float = 0.0
 
     def __post_init__(self) -> None:
@@ -344,6 +345,8 @@ class _Handler(BaseHTTPRequestHandler):
             resp = emu.error_response(fault.status, f"injected {fault.status}")
             if fault.retry_after is not None:
                 resp.headers["Retry-After"] = fault.retry_after
+            if fault.location is not None:
+                resp.headers["Location"] = fault.location
             return resp
         if fault.kind == "reset":
             self._reset()
