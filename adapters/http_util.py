@@ -170,10 +170,9 @@ def httpx_tls_verify(base_url: str, extra: Path | None, *, owner: str) -> ssl.SS
 
     Why: httpx builds a client's context when the client is made, where requests builds one when
     a connection needs it. Reading certifi's bundle is about 22 ms of OpenSSL's CPU (3.0), spent
-    before any listing starts, and a client of an http:// URL (the sandbox's emulations, a proxy
-    on the host) never makes a TLS connection. Trusting nothing rather than verifying nothing: were
-    one ever made, it would fail. ``extra`` is always read: a bad ca_bundle is a config error
-    whatever the URL.
+    before any listing starts, and a client of an http:// URL (the sandbox's emulations, say) never
+    makes a TLS connection. Trusting nothing rather than verifying nothing: were one ever made, it
+    would fail. ``extra`` is always read: a bad ca_bundle is a config error whatever the URL.
     """
     if extra is not None:
         return ssl_context_with_extra_ca(extra, owner=owner)

@@ -125,12 +125,13 @@ class _Clients:
     """The run's Vapi client and sources, built in a thread while the database is opened and
     locked and the run is recorded (``execute`` waits for them in that transaction).
 
-    Why: building them is mostly reading trust stores (certifi's bundle for httpx's clients, a
-    bundle with its extra CA for each source that names one), about 22 ms of OpenSSL's CPU each
-    here, and it held up every listing. OpenSSL reads them without the GIL, beside the database
-    work. One thread: two of them reading a bundle each took 39-48 ms against 36 ms one after the
-    other, for 77-93 ms of CPU (OpenSSL 3.0's locks); in a 10,000-number plan the listings were
-    forked after a median of 61 ms with one thread, 64 with two, 65 with four.
+    Why: building them is mostly reading trust stores (certifi's bundle for httpx's clients of
+    https URLs, a bundle with its extra CA for each source that names one), about 22 ms of
+    OpenSSL's CPU each here, and it held up every listing. OpenSSL reads them without the GIL,
+    beside the database work. One thread: two of them reading a bundle each took 39-48 ms against
+    36 ms one after the other, for 77-93 ms of CPU (OpenSSL 3.0's locks); in a 10,000-number plan
+    that read two, the listings were forked after a median of 61 ms with one thread, 64 with two,
+    65 with four.
 
     ``get`` waits for every build and for the thread to end: the listings are forked after it,
     and a thread alive at a fork could leave a lock held in the child. ``close`` closes whatever
