@@ -151,11 +151,7 @@ def default_tls_verify() -> ssl.SSLContext:
     """What httpx's ``verify=True`` means (certifi, or SSL_CERT_FILE / SSL_CERT_DIR), built once per
     process and environment: httpx otherwise loads the whole bundle for every client (~30 ms of CPU),
     which a run with three httpx clients paid three times."""
-    with _default_lock:  # clients built in threads at once (``app._Clients``) wait for the first's
-        return _default_context(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
-
-
-_default_lock = threading.Lock()
+    return _default_context(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
 
 
 @functools.lru_cache(maxsize=4)
@@ -278,27 +274,17 @@ _shared_contexts: weakref.WeakSet[ssl.SSLContext] = weakref.WeakSet()
 # 50 ms of CPU); the same certificates now make the same context.
 _contexts_by_content: dict[bytes, ssl.SSLContext] = {}
 _contexts_lock = threading.Lock()
-# One lock per bundle content, held while its context is built: sources built in threads at once
-# (``app._Clients``) read different bundles side by side, and the same bundle only once.
-_building: dict[bytes, threading.Lock] = {}
 
 
 @functools.lru_cache(maxsize=8)
 def _bundle_context(path: str, _mtime: int) -> ssl.SSLContext:
     digest = hashlib.sha256(Path(path).read_bytes()).digest()
     with _contexts_lock:  # a source's connections ask from several threads
-        building = _building.setdefault(digest, threading.Lock())
-    with building:
-        with _contexts_lock:
-            context = _contexts_by_content.get(digest)
-        if context is not None:
-            return context
-        context = ssl.create_default_context(cafile=path)  # OpenSSL reads it without the GIL
-        with _contexts_lock:
+        context = _contexts_by_content.get(digest)
+        if context is None:
+            context = ssl.create_default_context(cafile=path)
             _shared_contexts.add(context)
             while len(_contexts_by_content) >= 8:  # a bundle edited again and again keeps its newest few
-                oldest = next(iter(_contexts_by_content))
-                del _contexts_by_content[oldest]
-                _building.pop(oldest, None)
+                del _contexts_by_content[next(iter(_contexts_by_content))]
             _contexts_by_content[digest] = context
         return context
