@@ -112,16 +112,18 @@ def combined_ca_bundle(extra: Path, *, owner: str = "a source") -> Path:
     """For requests-based SDKs: a temp file with requests' usual trust store plus ``extra``.
 
     The caller pins it as ``verify`` (requests would otherwise let REQUESTS_CA_BUNDLE replace a
-    session's setting) and deletes the file when done. The file is read into its shared
-    ``verify_context`` here, while the source is configured, so listings forked from this process
-    inherit it instead of each reading it again.
+    session's setting), hands ``extra`` to its ``PinnedVerifyAdapter`` as well, and deletes the
+    file when done. Connections verify against ``extra`` alone first and against this file only
+    when that fails (see ``PinnedVerifyAdapter``), so only ``extra`` is read here, while the source
+    is configured: listings forked from this process inherit its context instead of each reading
+    it again.
     """
     extra_pem = _extra_pem(extra, owner)
     base = _base_trust_file(_REQUESTS_TRUST_VARS).read_bytes()
     fd, name = tempfile.mkstemp(prefix="numsync-ca-", suffix=".pem")
     with os.fdopen(fd, "wb") as out:
         out.write(base.rstrip(b"\n") + b"\n" + extra_pem.rstrip(b"\n") + b"\n")
-    _read_now(name)
+    _read_now(str(extra))
     return Path(name)
 
 
@@ -217,17 +219,48 @@ class PinnedVerifyAdapter(HTTPAdapter):
 
     requests would otherwise let REQUESTS_CA_BUNDLE from the environment replace a session's
     ``verify`` on every request, and urllib3 would retry behind our own retry loop.
+
+    ``extra``, the configured ca_bundle that ``bundle`` adds to the usual trust store
+    (``combined_ca_bundle``), is tried alone first. Why: reading the whole bundle is about 20 ms
+    of OpenSSL's CPU (3.0, some 120 certificates), paid by every run before its listings start,
+    while the hosts a ca_bundle is configured for (a TLS-intercepting proxy, the sandbox) are
+    signed by that CA. A certificate that does not verify against ``extra`` alone is verified
+    against the whole bundle, on a new connection and on every later one for this bundle, so what
+    is trusted is exactly what the whole bundle trusts (it holds ``extra``). The request is sent
+    again only after a failed handshake, before any of it was sent.
     """
 
-    def __init__(self, bundle: str | Path | None, **kwargs: Any) -> None:
+    def __init__(self, bundle: str | Path | None, *, extra: str | Path | None = None, **kwargs: Any) -> None:
         kwargs.setdefault("max_retries", 0)  # requests' own "no retries" (a read timeout stays a ReadTimeout)
         super().__init__(**kwargs)
         self._bundle = str(bundle) if bundle is not None else None
+        self._extra = str(extra) if extra is not None and bundle is not None else None
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
         if self._bundle is not None:
             kwargs["verify"] = self._bundle
-        return super().send(request, **kwargs)
+        try:
+            return super().send(request, **kwargs)
+        except requests.exceptions.SSLError as exc:
+            if not self._extra_not_enough(exc):
+                raise
+        return super().send(request, **kwargs)  # verified against the whole bundle now
+
+    def _extra_not_enough(self, exc: requests.exceptions.SSLError) -> bool:
+        """Whether ``exc`` is a certificate ``extra`` alone did not verify; if so, the whole bundle
+        verifies every connection of this bundle from now on."""
+        bundle = self._bundle
+        if self._extra is None or bundle is None or bundle in _whole_bundle_needed or not _unverified(exc):
+            return False
+        _whole_bundle_needed[bundle] = None
+        while len(_whole_bundle_needed) > 64:  # the daemon writes a bundle per source and run
+            del _whole_bundle_needed[next(iter(_whole_bundle_needed))]
+        return True
+
+    def _trust_file(self, ca_file: str) -> str:
+        if self._extra is not None and ca_file == self._bundle and ca_file not in _whole_bundle_needed:
+            return self._extra
+        return ca_file
 
     def build_connection_pool_key_attributes(
         self, request: requests.PreparedRequest, verify: Any, cert: Any = None
@@ -243,7 +276,7 @@ class PinnedVerifyAdapter(HTTPAdapter):
         if (ca_file and host.get("scheme") == "https" and pool.get("cert_reqs") == "CERT_REQUIRED"
                 and "ssl_context" not in pool):
             del pool["ca_certs"]
-            pool["ssl_context"] = verify_context(ca_file)
+            pool["ssl_context"] = verify_context(self._trust_file(ca_file))
         return host, pool
 
     def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
@@ -254,6 +287,16 @@ class PinnedVerifyAdapter(HTTPAdapter):
         context = getattr(conn, "conn_kw", {}).get("ssl_context")
         if context is not None and getattr(conn, "ca_certs", None) and context in _shared_contexts:
             conn.ca_certs = None
+
+
+# The combined bundles (``PinnedVerifyAdapter``) whose extra CA alone did not verify a server,
+# newest last.
+_whole_bundle_needed: dict[str, None] = {}
+
+
+def _unverified(exc: BaseException) -> bool:
+    text = str(exc)
+    return "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text
 
 
 def verify_context(ca_file: str | Path) -> ssl.SSLContext:

@@ -6,8 +6,9 @@ This is the only module that imports ``twilio``. Why it looks the way it does:
   ``http_client`` passed to ``Client``. ``_TwilioHttp`` (a ``TwilioHttpClient``) rebases every URL
   onto ``cfg.base_url``, applies ``cfg.timeout`` (the SDK has none by default), counts requests for
   ``on_request`` and, when ``cfg.ca_bundle`` is set, verifies TLS against a bundle that *adds* that
-  CA to the existing trust store. requests lets ``REQUESTS_CA_BUNDLE`` override a session's
-  ``verify``, so the bundle is enforced in the transport adapter, where the environment cannot win.
+  CA to the existing trust store (tried against that CA alone first: ``PinnedVerifyAdapter``).
+  requests lets ``REQUESTS_CA_BUNDLE`` override a session's ``verify``, so the bundle is enforced
+  in the transport adapter, where the environment cannot win.
 * The SDK's own retries are off (``max_retries=0`` on the transport adapter); we retry one page
   at a time, so a failure on page 7 resumes at page 7, honouring ``Retry-After`` (capped).
 * Listing errors arrive as ``TwilioException("Unable to fetch page", response)``, not
@@ -37,6 +38,7 @@ import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -157,13 +159,14 @@ class _TwilioHttp(TwilioHttpClient):
         base_url: str | None,
         timeout: float,
         verify: str | None,
+        extra: Path | None = None,
         on_request: OnRequest | None,
     ) -> None:
         super().__init__(pool_connections=True, timeout=timeout)
         self.base_url = base_url.rstrip("/") if base_url else None
         self._on_request = on_request
         assert self.session is not None
-        adapter = PinnedVerifyAdapter(verify)
+        adapter = PinnedVerifyAdapter(verify, extra=extra)
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
         read_environment_once(self.session, self.base_url or "https://api.twilio.com", pinned=verify is not None)
@@ -263,7 +266,7 @@ class TwilioSource:
         self._routes = frozenset(cfg.routes_to_vapi)
         self._ca_file = str(combined_ca_bundle(cfg.ca_bundle, owner=f"source {cfg.name}")) if cfg.ca_bundle else None
         self._http = _TwilioHttp(base_url=cfg.base_url, timeout=cfg.timeout, verify=self._ca_file,
-                                 on_request=on_request)
+                                 extra=cfg.ca_bundle, on_request=on_request)
         token, key, secret = _secrets(cfg)
         username, password = (cfg.account_sid, token) if token is not None else (key, secret)
         self._client = Client(username, password, account_sid=cfg.account_sid, http_client=self._http)

@@ -13,8 +13,9 @@ The only module that imports the Vonage SDK. Why it is shaped the way it is:
   ``verify`` option and no public session. So the SDK's session (``HttpClient._session``, its
   only handle) gets, through requests' public ``Session.mount``, an ``HTTPAdapter`` that pins
   ``verify`` to a combined bundle (the file ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` names, or
-  certifi's, plus the extra CA) written to a temp file. No process-wide environment is touched
-  and proxies from the environment still apply. ``_session_of`` is the one place that reaches in.
+  certifi's, plus the extra CA) written to a temp file, and verifies against the extra CA alone
+  first (``http_util.PinnedVerifyAdapter``). No process-wide environment is touched and proxies
+  from the environment still apply. ``_session_of`` is the one place that reaches in.
 - ``HttpClientOptions.timeout`` is an int: ``cfg.timeout`` is rounded up to whole seconds.
 - The SDK's paging trusts ``count`` blindly and hides a missing ``numbers`` key as "count 0", so
   the page indices are computed here from the first page's count and every page is checked
@@ -506,7 +507,7 @@ class VonageSource:
             # with or without a bundle of ours: each new connection would read the trust store again
             # (~13-45 ms of CPU), four or five of them at the start of every listing
             session.mount("https://", PinnedVerifyAdapter(
-                self._bundle, pool_connections=1, pool_maxsize=1, max_retries=Retry(total=0)))
+                self._bundle, extra=cfg.ca_bundle, pool_connections=1, pool_maxsize=1, max_retries=Retry(total=0)))
         with self._lock:
             self._clients.append(client)
         return client

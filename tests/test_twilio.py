@@ -509,6 +509,11 @@ def test_ca_bundle_is_added_to_the_trust_store(emu: TwilioEmulator, tls: tuple[s
             bundle = src._ca_file
             assert bundle is not None
             assert [r.number for r in src.list_numbers()] == ["+14155550000", "+14155550001"]
+            # verified against the CA alone, which signed it: the whole bundle was never needed
+            session = src._http.session
+            assert session is not None
+            (pool,) = session.get_adapter(srv.url).poolmanager.pools._container.values()
+            assert pool.conn_kw["ssl_context"] is verify_context(ca_path)
             with pytest.raises(PermanentError, match="not trusted"):  # without it: refused, not retried
                 list(h.source().list_numbers())
             assert len(h.sleeps) == 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import gc
+import hashlib
 import importlib.metadata
 import inspect
 import json
@@ -27,11 +28,13 @@ import pydantic
 import pytest
 import requests
 import requests.exceptions as rex
+import trustme
 import vonage_http_client.errors as vhe
 import vonage_numbers.errors as vne
 import vonage_utils.errors as vue
 from helpers import wait_for
 
+from numsync.adapters import http_util
 from numsync.adapters.base import Source, VapiOwner
 from numsync.adapters.http_util import verify_context
 from numsync.adapters.vonage import EXCEPTION_MAP, VonageSource, _session_of, build, translate_exception
@@ -476,20 +479,63 @@ def _lists_through_one_context(src: VonageSource, context: Any, url: str, number
     assert context.cert_store_stats() == stats
 
 
-def test_every_connection_verifies_with_the_one_context_that_read_the_bundle(
+def test_every_connection_verifies_with_the_one_context_that_read_the_ca_bundle_alone(
     emu: VonageEmulator, h: Harness
 ) -> None:
     """urllib3 reads a CA file named on a pool into the context again for each new connection
-    (~45 ms): the bundle must be read once, when the source is built, and never named on a pool."""
+    (~45 ms): the CA must be read once, when the source is built, and never named on a pool. The
+    sandbox's CA verifies its certificate alone, so the whole bundle (certifi's 120 CAs and it,
+    20 ms) is never read."""
     seed(emu, 30)
     src = h.source(concurrency=4)
     assert src._bundle is not None
-    context = verify_context(src._bundle)
+    context = verify_context(h.ca)
     _lists_through_one_context(src, context, h.server.url, 30)
-    assert verify_context(src._bundle) is context
-    again = h.source(concurrency=4)  # as the daemon's next run builds it: another file, the same bundle
+    assert verify_context(h.ca) is context
+    again = h.source(concurrency=4)  # as the daemon's next run builds it: another bundle, the same CA
     assert again._bundle is not None and again._bundle != src._bundle
-    assert verify_context(again._bundle) is context
+    _lists_through_one_context(again, context, h.server.url, 30)
+    whole = hashlib.sha256(src._bundle.read_bytes()).digest()
+    assert whole not in http_util._contexts_by_content
+
+
+def _another_ca(tmp_path: Path) -> Path:
+    path = tmp_path / "another-ca.pem"
+    trustme.CA(organization_name="not the sandbox").cert_pem.write_to_path(str(path))
+    return path
+
+
+def test_a_certificate_the_ca_bundle_alone_does_not_verify_is_verified_against_the_whole_bundle(
+    emu: VonageEmulator, h: Harness, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """ca_bundle adds to the usual trust store: here that store (REQUESTS_CA_BUNDLE) is what knows
+    the sandbox, and the configured CA is another. Each connection's first handshake fails against
+    that CA alone; it is made again against the whole bundle, and no request is sent twice."""
+    store = tmp_path / "store.pem"
+    store.write_text(Path(certifi.where()).read_text() + h.ca.read_text())
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(store))
+    msisdns = seed(emu, 30)
+    src = h.source(h.config(ca_bundle=_another_ca(tmp_path)), concurrency=4)
+    assert src._bundle is not None
+    assert sorted(r.number for r in src.list_numbers()) == sorted(msisdns)
+    assert sorted(indices(emu), key=int) == [str(i) for i in range(1, 11)]  # each page asked once
+    assert h.calls == [("vonage", "200")] * 10
+    assert str(src._bundle) in http_util._whole_bundle_needed
+    whole = verify_context(src._bundle)
+    assert any(pool.conn_kw["ssl_context"] is whole for pool in _pools(src, h.server.url))
+
+
+def test_a_certificate_neither_the_ca_bundle_nor_the_trust_store_verifies_is_not_trusted(
+    emu: VonageEmulator, h: Harness, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):  # requests' own default then: certifi
+        monkeypatch.delenv(name, raising=False)
+    seed(emu, 2)
+    src = h.source(h.config(ca_bundle=_another_ca(tmp_path)))
+    with pytest.raises(PermanentError, match="not trusted"):
+        list(src.list_numbers())
+    assert h.calls == [("vonage", "error")]
+    assert indices(emu) == []  # no handshake succeeded, so no request was ever sent
 
 
 def test_without_ca_bundle_the_sandbox_is_not_trusted(
