@@ -43,6 +43,13 @@ EXIT_CODES = {"in_sync": 0, "drift": 2, "error": 1}
 KEEP_SNAPSHOTS = 3  # runs whose snapshot tables are kept (for debugging the last few diffs)
 
 
+# For the bulk UPDATE and DELETE statements of a run: no session of a run holds the objects they
+# change, so the ORM's default (work out which are affected, by evaluating the WHERE clause in
+# Python or selecting them first) is cost without use: 2-3 ms per statement the first time a
+# process runs it, before the listings could start for two of them.
+_UNSYNCED = {"synchronize_session": False}
+
+
 @dataclass
 class RunResult:
     run_id: str
@@ -61,8 +68,15 @@ class RunResult:
         return EXIT_CODES[self.outcome]
 
 
-def _next_seq(session: Session) -> int:
-    return int(session.execute(sa.select(sa.func.coalesce(sa.func.max(Run.seq), 0))).scalar_one()) + 1
+def _next_seq_and_last_count(session: Session) -> tuple[int, int | None]:
+    """The new run's sequence number, and the number of Vapi records the last finished run saw
+    (``_vapi_suspect``'s yardstick), in one statement: the run lock is held, so no run finishes
+    before this one is judged, and the question need not wait for the listings."""
+    last = (sa.select(Run.vapi_numbers)
+            .where(Run.status == "finished", Run.vapi_numbers.is_not(None), Run.vapi_numbers > 0)
+            .order_by(Run.seq.desc()).limit(1).scalar_subquery())
+    top, count = session.execute(sa.select(sa.func.coalesce(sa.func.max(Run.seq), 0), last)).one()
+    return int(top) + 1, count
 
 
 def execute(
@@ -100,8 +114,10 @@ def execute(
         dead = sa.select(Run.id).where(Run.status == "running")
         _skip_unattempted(session, dead, clock(), "the run was killed before this was attempted")
         session.execute(sa.update(Run).where(Run.status == "running").values(
-            status="interrupted", outcome="error", error="the process running it stopped before it finished"))
-        session.add(Run(id=run_id, seq=_next_seq(session), mode=mode, status="running", started_at=clock(),
+            status="interrupted", outcome="error", error="the process running it stopped before it finished"),
+            execution_options=_UNSYNCED)
+        seq, last_count = _next_seq_and_last_count(session)
+        session.add(Run(id=run_id, seq=seq, mode=mode, status="running", started_at=clock(),
                         selected_sources=list(selected or ()) if filtered else None,
                         holder=f"{socket.gethostname()}:{os.getpid()}", trigger=trigger))
         session.flush()  # its statements run now, beside the clients' building
@@ -112,7 +128,7 @@ def execute(
     log_copy = LogCopy(sessions)
     try:
         result = _execute(sessions, log_copy, config, run_id, mode, vapi, chosen, filtered, clock, progress,
-                          stop, guard)
+                          stop, guard, last_count)
     except BaseException as exc:
         with sessions.begin() as session:
             status = "interrupted" if isinstance(exc, KeyboardInterrupt | SystemExit) else "failed"
@@ -140,6 +156,7 @@ def _execute(
     progress: Progress | None,
     stop: threading.Event | None,
     guard: Callable[[], None] | None,
+    last_count: int | None,
 ) -> RunResult:
     stats: dict[str, Any] = {}
     if mode == "reconcile":
@@ -162,7 +179,7 @@ def _execute(
         stats["listing_cpu_seconds"] = snap.cpu_seconds
     kinds = {s.name: s.kind for s in chosen}
     if snap.vapi_error is None:
-        snap.vapi_error = _vapi_suspect(sessions, run_id, snap.vapi_numbers, config.policy.max_orphan_fraction)
+        snap.vapi_error = _vapi_suspect(last_count, snap.vapi_numbers, config.policy.max_orphan_fraction)
 
     if snap.vapi_error is not None:
         with sessions.begin() as session:
@@ -282,22 +299,17 @@ def _open_orphans(session: Session, judgements: dict[str, SourceJudgement]) -> s
 def _skip_unattempted(session: Session, runs: Any, now: datetime, detail: str) -> None:
     """Planned actions of a run that ended early are settled as skipped; the next plan re-plans them."""
     session.execute(sa.update(Action).where(Action.run_id.in_(runs), Action.state == "planned")
-                    .values(state="skipped", detail=detail, finished_at=now))
+                    .values(state="skipped", detail=detail, finished_at=now), execution_options=_UNSYNCED)
 
 
-def _vapi_suspect(sessions: sessionmaker[Session], run_id: str, seen: int, max_fraction: float) -> str | None:
-    """Vapi's listing collapsed since the last run: believing it would import duplicates of everything.
+def _vapi_suspect(previous: int | None, seen: int, max_fraction: float) -> str | None:
+    """Vapi's listing collapsed since the last run (``previous`` records, ``seen`` now): believing
+    it would import duplicates of everything.
 
     The check before each create cannot save us here: it only reads what was created after this
     listing, which it takes as the truth about everything before. The same policy knob as a suspect
     source decides what counts as a collapse.
     """
-    with sessions() as session:
-        previous = session.execute(
-            sa.select(Run.vapi_numbers).where(Run.id != run_id, Run.status == "finished",
-                                              Run.vapi_numbers.is_not(None), Run.vapi_numbers > 0)
-            .order_by(Run.seq.desc()).limit(1)
-        ).scalar_one_or_none()
     if not previous:
         return None
     if seen == 0 or (previous >= 5 and (previous - seen) / previous > max_fraction):
@@ -332,7 +344,7 @@ def _finish(
         stats["prune_seconds"] = round(time.monotonic() - t, 3)
         session.execute(sa.update(Run).where(Run.id == run_id).values(
             status=status, outcome=outcome, finished_at=now, vapi_numbers=vapi_numbers,
-            error=error, summary=summary, stats=stats))
+            error=error, summary=summary, stats=stats), execution_options=_UNSYNCED)
         sources = session.execute(
             sa.select(RunSource.source, RunSource.status, RunSource.numbers).where(RunSource.run_id == run_id)
         ).all()
@@ -369,8 +381,10 @@ def _record_findings(session: Session, run_id: str, drafts: list[FindingDraft], 
     if judge_nulls:
         scope = sa.or_(scope, FindingState.source.is_(None))
     emitted = sa.select(Finding.key).where(Finding.run_id == run_id)
-    session.execute(sa.delete(FindingState).where(scope, FindingState.key.not_in(emitted)))
-    session.execute(sa.update(FindingState).where(FindingState.key.in_(emitted)).values(last_seen_run=run_id))
+    session.execute(sa.delete(FindingState).where(scope, FindingState.key.not_in(emitted)),
+                    execution_options=_UNSYNCED)
+    session.execute(sa.update(FindingState).where(FindingState.key.in_(emitted)).values(last_seen_run=run_id),
+                    execution_options=_UNSYNCED)
     new = [d for d in drafts if d.key not in known]
     if new:
         bulk_insert(session, FindingState, [

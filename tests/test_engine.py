@@ -213,6 +213,34 @@ def test_first_seen_at_persists_and_resolves(tmp_path: Path, db_url: str, vapi: 
     engine.dispose()
 
 
+def test_a_vapi_listing_that_collapsed_since_the_last_finished_run_is_not_believed(
+    tmp_path: Path, db_url: str, vapi: Any
+) -> None:
+    """The yardstick is the last finished run that saw Vapi: not a run that died while running,
+    nor one whose listing was itself not believed."""
+    emu, server = vapi
+    numbers = [f"+1415555{i:04d}" for i in range(10)]
+    trunk = write_csv(tmp_path / "trunk.csv", numbers)
+    records = [emu.add("byo-phone-number", number=n, credentialId="cred-t", assistantId=ASSISTANT) for n in numbers]
+    cfg = make_config(tmp_path, db_url, server.url, byo_source("trunk-t", trunk, "cred-t"))
+    first = run_once(cfg, mode="plan")
+    assert first.result.outcome == "in_sync"
+    for rec in records[2:]:
+        emu.delete(rec["id"])
+    engine = make_engine(cfg.database_url)
+    with engine.begin() as conn:  # a run that died after seeing 3 records, newer than the first
+        conn.execute(sa.insert(Run).values(id=str(uuid.uuid4()), seq=99, mode="plan", status="running",
+                                           started_at=datetime.now(UTC), vapi_numbers=3))
+    engine.dispose()
+    for _ in range(2):  # the second compares with the first run as well: this one was not believed
+        out = run_once(cfg, mode="plan")
+        assert out.result.outcome == "error"
+        assert out.result.error == (
+            "Vapi: suspect listing: 2 records where the previous run saw 10 "
+            "(a drop above policy.max_orphan_fraction 0.5); nothing was judged or imported")
+        assert out.report["findings"] == []
+
+
 def test_snapshot_rows_read_back_as_written(tmp_path: Path, db_url: str, vapi: Any) -> None:
     """The snapshot is written through the driver's executemany: every type must read back intact."""
     emu, server = vapi
