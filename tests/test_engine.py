@@ -241,6 +241,23 @@ def test_a_vapi_listing_that_collapsed_since_the_last_finished_run_is_not_believ
         assert out.report["findings"] == []
 
 
+def test_the_comparison_with_earlier_runs_is_read_only_for_a_format_that_shows_it(
+    tmp_path: Path, db_url: str, vapi: Any
+) -> None:
+    emu, server = vapi
+    trunk = write_csv(tmp_path / "t.csv", ["+14155550100"])
+    emu.add("byo-phone-number", number="+14155550100", credentialId="cred-t")  # unrouted
+    cfg = make_config(tmp_path, db_url, server.url, byo_source("trunk-t", trunk, "cred-t"))
+    first = run_once(cfg, mode="plan", formats=["json", "csv"])
+    assert first.context is None
+    assert sorted(p.name for p in first.paths) == ["report.csv", "report.json"]
+    second = run_once(cfg, mode="plan", formats=["JSON", " md"])
+    assert second.context is not None and second.context.previous_run_id == first.result.run_id
+    assert [h["run_id"] for h in second.context.history] == [first.result.run_id, second.result.run_id]
+    unrendered = run_once(cfg, mode="plan", formats=["json"], write=False)  # the daemon renders it
+    assert unrendered.context is not None and unrendered.paths == []
+
+
 def test_snapshot_rows_read_back_as_written(tmp_path: Path, db_url: str, vapi: Any) -> None:
     """The snapshot is written through the driver's executemany: every type must read back intact."""
     emu, server = vapi

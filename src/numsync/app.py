@@ -29,7 +29,7 @@ from numsync.daemon.workers import freeze_heap_for_good, relayed
 from numsync.errors import ConfigError, NumsyncError, PermanentError
 from numsync.metrics import Metrics
 from numsync.redaction import SECRETS
-from numsync.reporting import ReportContext, write_reports
+from numsync.reporting import ReportContext, uses_context, write_reports
 
 __all__ = ["RunOutput", "register_secrets", "render_stored", "run_once", "settle_for_one_run", "utcnow"]
 
@@ -207,14 +207,18 @@ def run_once(
 
 
 def _write(sessions: sessionmaker[Session], run_id: str, config: Config, report_dir: Path | None,
-           formats: Sequence[str] | None, *, write: bool = True) -> tuple[dict[str, Any], ReportContext, list[Path]]:
+           formats: Sequence[str] | None, *, write: bool = True
+           ) -> tuple[dict[str, Any], ReportContext | None, list[Path]]:
+    """The run's report, and its comparison with earlier runs where it is shown (``write=False``:
+    the caller renders it, so it gets both); then the report files, unless ``write`` is False."""
+    chosen = list(formats or config.reports.formats)
     with sessions() as session:
         report = build_report(session, run_id)
-        ctx = ReportContext(**report_context(session, run_id))
+        ctx = ReportContext(**report_context(session, run_id)) if not write or uses_context(chosen) else None
     if not write:
         return report, ctx, []
     directory = report_dir or config.reports.dir
-    paths = write_reports(report, ctx, directory, list(formats or config.reports.formats))
+    paths = write_reports(report, ctx or ReportContext(), directory, chosen)
     return report, ctx, paths
 
 

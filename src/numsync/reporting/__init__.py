@@ -13,7 +13,7 @@ from numsync.reporting.csvfmt import CSV_COLUMNS, render_csv
 from numsync.reporting.htmlfmt import render_html
 from numsync.reporting.jsonfmt import render_json
 from numsync.reporting.markdown import render_markdown
-from numsync.reporting.render import FORMATS, render, write_reports
+from numsync.reporting.render import FORMATS, render, uses_context, write_reports
 from numsync.reporting.slack import slack_summary
 
 __all__ = [
@@ -28,5 +28,6 @@ __all__ = [
     "render_json",
     "render_markdown",
     "slack_summary",
+    "uses_context",
     "write_reports",
 ]

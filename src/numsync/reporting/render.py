@@ -22,7 +22,7 @@ from numsync.reporting.htmlfmt import render_html
 from numsync.reporting.jsonfmt import render_json
 from numsync.reporting.markdown import render_markdown
 
-__all__ = ["EXTENSIONS", "FORMATS", "render", "write_reports"]
+__all__ = ["EXTENSIONS", "FORMATS", "render", "uses_context", "write_reports"]
 
 FORMATS = ("json", "md", "html", "csv")
 EXTENSIONS = {"json": "json", "md": "md", "html": "html", "csv": "csv"}
@@ -33,6 +33,16 @@ _RENDERERS: dict[str, Callable[[Mapping[str, Any], ReportContext], str]] = {
     "html": render_html,
     "csv": lambda report, _ctx: render_csv(report),
 }
+
+
+# The formats that show what changed since earlier runs (a ``ReportContext``); the others ignore it.
+_SHOW_CONTEXT = frozenset({"md", "html"})
+
+
+def uses_context(formats: Sequence[str]) -> bool:
+    """Whether any of ``formats`` shows the comparison with earlier runs: reading it from the
+    database is three queries, of no use to a JSON or CSV report."""
+    return not _SHOW_CONTEXT.isdisjoint(_normalise(formats))
 
 
 def _normalise(formats: Sequence[str]) -> list[str]:
