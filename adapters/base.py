@@ -73,6 +73,10 @@ class Source(Protocol):
 
     name: str
     kind: str
+    # At most how many numbers one round trip of its listing brings (a page's size times the pages
+    # it asks for at once; a large number for a source read without round trips). For inventories
+    # of a like size, the fewer it brings, the longer its listing: the engine starts those first.
+    numbers_per_round_trip: int
 
     def owner(self) -> VapiOwner:
         """Which Vapi records belong to this source (the contract's ownership rule)."""

@@ -212,6 +212,10 @@ class TelnyxSource:
                 owned.add(e164)
         return owned
 
+    @property
+    def numbers_per_round_trip(self) -> int:
+        return self.page_size * self.concurrency
+
     def list_numbers(self) -> Iterator[SourceRecord]:
         """Every owned number: page 1, then the rest ``concurrency`` at a time, each retried alone."""
         paging = _Paging(self)

@@ -298,6 +298,10 @@ class TwilioSource:
         """Nothing to ask: the listing follows ``next_page_uri``, whose PageToken continues after the
         last record read, so a release or a purchase between pages moves no other number."""
 
+    @property
+    def numbers_per_round_trip(self) -> int:
+        return self._page_size  # next_page_uri: one page after another
+
     def list_numbers(self) -> Iterator[SourceRecord]:
         """Every number, one page at a time (lazily: the next page is asked for when it is needed)."""
         sid = self._cfg.account_sid

@@ -336,6 +336,10 @@ class VonageSource:
         number = e164 if e164.startswith("+") else "+" + e164
         return {"provider": "vonage", "number": number, "credentialId": self._cfg.vapi_credential_id}
 
+    @property
+    def numbers_per_round_trip(self) -> int:
+        return self._page_size * self._concurrency
+
     def list_numbers(self) -> Iterator[SourceRecord]:
         """Page 1 alone (it tells the count), then the rest concurrently, yielded in page order."""
         seen: set[str] = set()

@@ -14,6 +14,7 @@ import multiprocessing
 import os
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -37,6 +38,7 @@ from numsync.daemon.snapshot import (
     _carrier_row,
     _sqlite_stamp,
     _vapi_row,
+    listing_jobs,
     take_snapshot,
 )
 from numsync.daemon.workers import (
@@ -134,6 +136,7 @@ class _Trunk:
     """A source of our own (the Source protocol, no SDK): lists a few numbers, then maybe dies."""
 
     kind = "byo"
+    numbers_per_round_trip = 1000
 
     def __init__(self, name: str, numbers: int, die: bool) -> None:
         self.name, self._numbers, self._die = name, numbers, die
@@ -278,18 +281,76 @@ def _siblings_job(all_looked: Any) -> Iterator[tuple[str, Any]]:
 
 @pytest.mark.skipif(not os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children"),
                     reason="needs /proc/<pid>/task/<tid>/children")
-def test_no_listing_starts_before_every_listing_process_is_forked() -> None:
+def test_where_other_threads_run_no_listing_starts_before_every_listing_process_is_forked() -> None:
     # A listing that ran at once could set this process's other threads working (an emulator in
     # the same process, mid-TLS-handshake) while its siblings were forked, and a sibling could
     # inherit a lock held for good. Each job here looks, first thing, at which of the parent's
     # children exist; all of them must.
     all_looked = multiprocessing.get_context("fork").Barrier(4)
     jobs = [Job(f"j{i}", functools.partial(_siblings_job, all_looked), repr) for i in range(4)]
-    events = [e for e in run_in_processes(jobs) if e[1] == "rows"]
+    release = threading.Event()
+    other = threading.Thread(target=release.wait, name="another-thread-of-this-process")
+    other.start()
+    try:
+        events = [e for e in run_in_processes(jobs) if e[1] == "rows"]
+    finally:
+        release.set()
+        other.join()
     started = dict(e[2][0] for e in events)
     assert len(started) == 4
     for pid, seen in started.items():
         assert set(started) <= seen, f"listing {pid} started while only {sorted(seen)} of {sorted(started)} existed"
+
+
+_ALONE_PROBE = """
+import os, select, sys, threading
+from numsync.daemon.workers import Job, run_in_processes
+
+started_r, started_w = os.pipe()
+forks = []
+
+def before_fork():  # in this process, before each fork
+    forks.append(1)
+    if len(forks) == 2:  # the first listing is forked, the second not yet: has the first begun?
+        wait = 30 if sys.argv[1] == "alone" else 0
+        forks.append(bool(select.select([started_r], [], [], wait)[0]))
+
+os.register_at_fork(before=before_fork)
+
+def job():
+    os.write(started_w, b"x")
+    yield "rows", [os.getpid()]
+
+release = threading.Event()
+if sys.argv[1] == "with-a-thread":
+    threading.Thread(target=release.wait).start()
+listed = [e for e in run_in_processes([Job("first", job, repr), Job("second", job, repr)]) if e[1] == "rows"]
+release.set()
+print(len(listed), forks[2])
+"""
+
+
+@pytest.mark.parametrize(("threads", "begun"), [("alone", "True"), ("with-a-thread", "False")])
+def test_a_listing_starts_before_its_siblings_are_forked_only_where_no_other_thread_runs(
+    threads: str, begun: str
+) -> None:
+    """Each fork costs the parent 2-6 ms, and the first listing need not wait for the others'
+    when nothing in the parent could be set working by it (the CLI's case)."""
+    done = subprocess.run([sys.executable, "-c", _ALONE_PROBE, threads], capture_output=True, text=True,
+                          timeout=60, check=True)
+    assert done.stdout.split() == ["2", begun]
+
+
+def test_the_listings_expected_longest_come_first_and_vapis_last() -> None:
+    """For inventories of a like size, the source that brings the fewest numbers per round trip
+    lists longest, and its process is forked first; Vapi's listing (1,000 records a page, 8 at a
+    time) comes last."""
+    sources = [_Trunk("wide", 1, die=False), _Trunk("narrow", 1, die=False), _Trunk("middle", 1, die=False)]
+    for src, per_trip in zip(sources, (8000, 400, 1000), strict=True):
+        src.numbers_per_round_trip = per_trip
+    jobs = listing_jobs(VapiClient.__new__(VapiClient), sources, {}, _sqlite_stamp)
+    assert [j.tag for j in jobs] == ["narrow", "middle", "wide", "vapi"]
+    assert [j.nice for j in jobs] == [0, 0, 0, VAPI_LISTING_NICE]
 
 
 def test_snapshot_rows_cross_the_pipe_with_their_values_and_types() -> None:

@@ -6,6 +6,7 @@ concrete adapters and the engine at the same time.
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -61,6 +62,8 @@ def register_secrets(config: Config) -> None:
 
 class _BrokenSource:
     """Stands in for a source whose adapter could not even be built, so it fails like any other."""
+
+    numbers_per_round_trip = sys.maxsize  # it fails at once
 
     def __init__(self, cfg: SourceConfig, error: NumsyncError) -> None:
         self.name, self.kind, self._error = cfg.name, cfg.kind, error
