@@ -269,7 +269,8 @@ def run_in_processes(jobs: list[Job]) -> Generator[Event, None, None]:
     """
     ctx = multiprocessing.get_context("fork")
     children: dict[multiprocessing.connection.Connection, tuple[str, Any]] = {}
-    # the children read (go, forking); it ends when no process holds ``forking``
+    # the children read (go, forking); it ends when no process holds ``forking`` (None: each child
+    # starts as soon as it is forked)
     gate = os.pipe() if threading.active_count() > 1 else None
     try:
         # Objects alive now are the parent's: frozen, the children's garbage collector never walks

@@ -41,7 +41,7 @@ _SHOW_CONTEXT = frozenset({"md", "html"})
 
 def uses_context(formats: Sequence[str]) -> bool:
     """Whether any of ``formats`` shows the comparison with earlier runs: reading it from the
-    database is three queries, of no use to a JSON or CSV report."""
+    database is up to five queries, of no use to a JSON or CSV report."""
     return not _SHOW_CONTEXT.isdisjoint(_normalise(formats))
 
 
