@@ -129,8 +129,9 @@ class _Clients:
     locked and the run is recorded (``execute`` waits for them in that transaction).
 
     Why: building them is mostly reading trust stores (certifi's bundle for httpx's clients of
-    https URLs, a bundle with its extra CA for each source that names one), about 22 ms of
-    OpenSSL's CPU each here, and it held up every listing. OpenSSL reads them without the GIL,
+    https URLs, alone or with a ca_bundle; only its ca_bundle for a requests-based source that
+    names one, see ``http_util.PinnedVerifyAdapter``), about 22 ms of OpenSSL's CPU for certifi's
+    here, and it held up every listing. OpenSSL reads them without the GIL,
     beside the database work. One thread: two of them reading a bundle each took 39-48 ms against
     36 ms one after the other, for 77-93 ms of CPU (OpenSSL 3.0's locks); in a 10,000-number plan
     that read two, the listings were forked after a median of 61 ms with one thread, 64 with two,
