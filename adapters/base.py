@@ -71,12 +71,20 @@ class VapiOwner:
 class Source(Protocol):
     """A configured source of numbers: a carrier account or a trunk's CSV."""
 
-    name: str
-    kind: str
-    # At most how many numbers one round trip of its listing brings (a page's size times the pages
-    # it asks for at once; a large number for a source read without round trips). For inventories
-    # of a like size, the fewer it brings, the longer its listing: the engine starts those first.
-    numbers_per_round_trip: int
+    # Read-only members (a plain attribute serves as well as a property): the engine never sets them.
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def numbers_per_round_trip(self) -> int:
+        """At most how many numbers one round trip of its listing brings (a page's size times the
+        pages it asks for at once; a large number for a source read without round trips). For
+        inventories of a like size, the fewer it brings, the longer its listing: the engine starts
+        those first."""
+        ...
 
     def owner(self) -> VapiOwner:
         """Which Vapi records belong to this source (the contract's ownership rule)."""

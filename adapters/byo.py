@@ -15,7 +15,7 @@ from typing import Any
 from numsync.config import ByoSourceConfig
 from numsync.errors import ProtocolError
 
-from .base import SourceRecord, VapiOwner, to_e164
+from .base import Source, SourceRecord, VapiOwner, to_e164
 
 __all__ = ["ByoSource", "build"]
 
@@ -89,5 +89,5 @@ class ByoSource:
         return None
 
 
-def build(cfg: ByoSourceConfig, *, on_request: Callable[[str, str], None] | None = None) -> ByoSource:
+def build(cfg: ByoSourceConfig, *, on_request: Callable[[str, str], None] | None = None) -> Source:
     return ByoSource(cfg)

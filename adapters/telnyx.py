@@ -47,7 +47,7 @@ import httpx
 import msgspec
 import telnyx
 
-from numsync.adapters.base import SourceRecord, VapiOwner, decode_direct, to_e164
+from numsync.adapters.base import Source, SourceRecord, VapiOwner, decode_direct, to_e164
 from numsync.adapters.http_util import httpx_tls_verify, loads, parse_retry_after, ssl_context_with_extra_ca
 from numsync.config import TelnyxSourceConfig
 from numsync.errors import (
@@ -477,6 +477,6 @@ def _error_detail(body: object) -> str:
     return ""
 
 
-def build(cfg: TelnyxSourceConfig, *, on_request: OnRequest | None = None) -> TelnyxSource:
+def build(cfg: TelnyxSourceConfig, *, on_request: OnRequest | None = None) -> Source:
     """The registry's factory for ``kind: telnyx``."""
     return TelnyxSource(cfg, on_request=on_request)

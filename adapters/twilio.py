@@ -54,7 +54,7 @@ from twilio.jwt import JwtDecodeError
 from twilio.rest import Client
 from twilio.twiml import TwiMLException
 
-from numsync.adapters.base import SourceRecord, VapiOwner, decode_direct, to_e164
+from numsync.adapters.base import Source, SourceRecord, VapiOwner, decode_direct, to_e164
 from numsync.adapters.http_util import (
     PinnedVerifyAdapter,
     combined_ca_bundle,
@@ -510,6 +510,6 @@ def _retry_after(headers: Any) -> float | None:
     return parse_retry_after(headers.get("Retry-After") if headers is not None else None)
 
 
-def build(cfg: TwilioSourceConfig, *, on_request: OnRequest | None = None, **kwargs: Any) -> TwilioSource:
+def build(cfg: TwilioSourceConfig, *, on_request: OnRequest | None = None, **kwargs: Any) -> Source:
     """The registry's factory: a TwilioSource for one configured account."""
     return TwilioSource(cfg, on_request=on_request, **kwargs)

@@ -62,7 +62,7 @@ from urllib3.util.retry import Retry
 from vonage_http_client import Auth, HttpClient, HttpClientOptions
 from vonage_numbers import Numbers
 
-from numsync.adapters.base import SourceRecord, VapiOwner, to_e164
+from numsync.adapters.base import Source, SourceRecord, VapiOwner, to_e164
 from numsync.adapters.http_util import (
     PinnedVerifyAdapter,
     combined_ca_bundle,
@@ -564,7 +564,7 @@ class VonageSource:
                              operation="list numbers")
 
 
-def build(cfg: VonageSourceConfig, *, on_request: OnRequest | None = None) -> VonageSource:
+def build(cfg: VonageSourceConfig, *, on_request: OnRequest | None = None) -> Source:
     """The registry's factory for ``kind: vonage``."""
     return VonageSource(cfg, on_request=on_request)
 
