@@ -90,8 +90,13 @@ class Source(Protocol):
         """Which Vapi records belong to this source (the contract's ownership rule)."""
         ...
 
-    def list_numbers(self) -> Iterator[SourceRecord]:
-        """Every number the source owns, page by page; raises an AdapterError on failure."""
+    def list_numbers(self, expected: int | None = None) -> Iterator[SourceRecord]:
+        """Every number the source owns, page by page; raises an AdapterError on failure.
+
+        ``expected``: how many numbers the source's last whole listing found, or None when no run
+        has listed it. Only a hint, for a listing whose first round would otherwise wait for page
+        1's count before asking for more; a listing may ignore it.
+        """
         ...
 
     def import_body(self, e164: str) -> dict[str, Any]:

@@ -34,7 +34,7 @@ class ByoSource:
     def _fail(self, message: str) -> ProtocolError:
         return ProtocolError(f"source {self.name}: {message}", api=self.name, operation="list")
 
-    def list_numbers(self) -> Iterator[SourceRecord]:
+    def list_numbers(self, expected: int | None = None) -> Iterator[SourceRecord]:
         path = Path(self.cfg.numbers_file)
         try:
             handle = path.open(newline="", encoding="utf-8-sig")

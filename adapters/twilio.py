@@ -302,8 +302,9 @@ class TwilioSource:
     def numbers_per_round_trip(self) -> int:
         return self._page_size  # next_page_uri: one page after another
 
-    def list_numbers(self) -> Iterator[SourceRecord]:
-        """Every number, one page at a time (lazily: the next page is asked for when it is needed)."""
+    def list_numbers(self, expected: int | None = None) -> Iterator[SourceRecord]:
+        """Every number, one page at a time (lazily: the next page is asked for when it is needed).
+        ``expected`` is of no use: each page's address comes in the page before it."""
         sid = self._cfg.account_sid
         version = self._client.api.v2010
         solution = {"account_sid": sid}

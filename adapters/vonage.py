@@ -340,27 +340,36 @@ class VonageSource:
     def numbers_per_round_trip(self) -> int:
         return self._page_size * self._concurrency
 
-    def list_numbers(self) -> Iterator[SourceRecord]:
-        """Page 1 alone (it tells the count), then the rest concurrently, yielded in page order."""
+    def list_numbers(self, expected: int | None = None) -> Iterator[SourceRecord]:
+        """Every page, yielded in page order, ``concurrency`` at a time.
+
+        Only a page tells the count. Without ``expected`` (no run has listed the source), page 1 is
+        asked for alone, so an account of one page, or one whose credentials or server fail, costs
+        one request. With it, the first round asks for as many pages as that many numbers fill: a
+        round trip less for a listing of more than one page, and empty pages past the last where
+        the account has shrunk since (at most ``concurrency - 1``).
+        """
         seen: set[str] = set()
-        numbers, count = self._fetch_page(1)
-        yield from self._checked(1, numbers, count, count, seen)
-        pages = math.ceil(count / self._page_size)
-        if pages <= 1:
-            return
-        pool = ThreadPoolExecutor(max_workers=min(self._concurrency, pages - 1),
-                                  thread_name_prefix=f"numsync-{self.name}")
-        pending: deque[tuple[int, Future[tuple[list[Any], int]]]] = deque()
-        next_index = 2
+        first = 1 if expected is None else min(self._concurrency, math.ceil(max(expected, 1) / self._page_size))
+        pool = ThreadPoolExecutor(max_workers=self._concurrency, thread_name_prefix=f"numsync-{self.name}")
+        stop = threading.Event()  # set when the listing ends early: the other pages then stop retrying
+        pending: deque[tuple[int, Future[tuple[list[Any], int | None]]]] = deque(
+            (index, pool.submit(self._fetch_page, index, stop=stop)) for index in range(2, first + 1))
         try:
+            numbers, count = self._fetch_page(1)
+            count = count or 0
+            yield from self._checked(1, numbers, count, count, seen)
+            pages = math.ceil(count / self._page_size)
+            next_index = first + 1
             while pending or next_index <= pages:
                 while next_index <= pages and len(pending) < 2 * self._concurrency:
-                    pending.append((next_index, pool.submit(self._fetch_page, next_index)))
+                    pending.append((next_index, pool.submit(self._fetch_page, next_index, stop=stop)))
                     next_index += 1
                 index, future = pending.popleft()
                 page_numbers, page_count = future.result()
                 yield from self._checked(index, page_numbers, page_count, count, seen)
         finally:
+            stop.set()
             pool.shutdown(wait=True, cancel_futures=True)
 
     def still_owned(self, numbers: Sequence[str]) -> set[str]:
@@ -387,8 +396,12 @@ class VonageSource:
 
     # -- paging --------------------------------------------------------------------------------
     def _checked(
-        self, index: int, numbers: list[Any], page_count: int, count: int, seen: set[str]
+        self, index: int, numbers: list[Any], page_count: int | None, count: int, seen: set[str]
     ) -> Iterator[SourceRecord]:
+        """Page ``index``'s records, once it is shown to hold what page 1's ``count`` promised.
+
+        A page past the last (the first round's guess was high) holds nothing, and may say
+        nothing either: Vonage was reported to answer ``{}`` there (vonage-node-sdk issue 928)."""
         operation = f"list numbers page {index}"
         if not 0 <= count <= MAX_PLAUSIBLE_COUNT:
             raise ProtocolError(f"Vonage reported an implausible count of {count} numbers for source {self.name}",
@@ -400,9 +413,11 @@ class VonageSource:
                 f"of {count} promised {expected}",
                 api=self.name, operation=operation,
             )
-        if page_count != count:
+        if page_count is None and not expected:
+            return
+        if (page_count or 0) != count:
             raise ProtocolError(
-                f"Vonage's count for source {self.name} changed from {count} to {page_count} while listing",
+                f"Vonage's count for source {self.name} changed from {count} to {page_count or 0} while listing",
                 api=self.name, operation=operation,
             )
         records = [self._record(n) for n in numbers]
@@ -415,7 +430,8 @@ class VonageSource:
             seen.add(rec.carrier_id)
         yield from records
 
-    def _fetch_page(self, index: int, pattern: str | None = None) -> tuple[list[Any], int]:
+    def _fetch_page(self, index: int, pattern: str | None = None, *,
+                    stop: threading.Event | None = None) -> tuple[list[Any], int | None]:
         """One page with our retry policy; a retry asks for the same page again."""
         attempt = 0
         while True:
@@ -423,7 +439,7 @@ class VonageSource:
             try:
                 return self._request_page(index, pattern)
             except TransientError as err:
-                if attempt >= self._max_attempts:
+                if attempt >= self._max_attempts or (stop is not None and stop.is_set()):
                     raise
                 self._sleep(self._delay(attempt, err.retry_after))
 
@@ -432,7 +448,7 @@ class VonageSource:
             return min(retry_after, self._max_retry_after)
         return min(self._backoff_base * 2 ** (attempt - 1), 30.0) * random.uniform(0.5, 1.0)
 
-    def _request_page(self, index: int, pattern: str | None = None) -> tuple[list[Any], int]:
+    def _request_page(self, index: int, pattern: str | None = None) -> tuple[list[Any], int | None]:
         """One page as the SDK's own HTTP client reads it (auth, host, errors), records left as dicts.
 
         ``Numbers.list_owned_numbers`` sends exactly this request, then builds a pydantic
@@ -451,14 +467,15 @@ class VonageSource:
                 if not isinstance(body, dict):
                     raise TypeError("the page is not a JSON object")
                 numbers = body.get("numbers")
-                # as the SDK reads it: a body without 'numbers' is an empty page (its count is
-                # still checked against the first page's), one with numbers must say how many
-                count = body.get("count", 0) if numbers is None else body["count"]
+                # as the SDK reads it: a body without 'numbers' is an empty page (its count, if it
+                # has one, is still checked against the first page's), one with numbers must say
+                # how many
+                count = body.get("count") if numbers is None else body["count"]
                 if numbers is None:
                     numbers = []
                 if not isinstance(numbers, list):
                     raise TypeError("'numbers' is not a list")
-                if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+                if count is not None and (not isinstance(count, int) or isinstance(count, bool) or count < 0):
                     raise TypeError("count is not a non-negative integer")
             return numbers, count
         finally:

@@ -79,6 +79,22 @@ def _next_seq_and_last_count(session: Session) -> tuple[int, int | None]:
     return int(top) + 1, count
 
 
+# How far back a run looks for each source's last whole listing (``_last_listed``)
+LISTED_LOOKBACK_RUNS = 20
+
+
+def _last_listed(session: Session, names: Sequence[str]) -> dict[str, int]:
+    """How many numbers each of ``names`` found in its latest whole listing among the last
+    ``LISTED_LOOKBACK_RUNS`` runs: a listing's first round asks for as many pages as those fill
+    (``Source.list_numbers``), and a hint need not read a long history to be found."""
+    recent = sa.select(Run.id, Run.seq).order_by(Run.seq.desc()).limit(LISTED_LOOKBACK_RUNS).subquery()
+    rows = session.execute(sa.select(RunSource.source, RunSource.numbers)
+                           .join(recent, recent.c.id == RunSource.run_id)
+                           .where(RunSource.status == "ok", RunSource.source.in_(names))
+                           .order_by(recent.c.seq))
+    return {source: numbers for source, numbers in rows}  # noqa: C416 - a later run's replaces an earlier's
+
+
 def execute(
     sessions: sessionmaker[Session],
     config: Config,
@@ -118,6 +134,7 @@ def execute(
             status="interrupted", outcome="error", error="the process running it stopped before it finished"),
             execution_options=_UNSYNCED)
         seq, last_count = _next_seq_and_last_count(session)
+        expected = _last_listed(session, list(selected or ()) if filtered else [c.name for c in config.sources])
         session.add(Run(id=run_id, seq=seq, mode=mode, status="running", started_at=clock(),
                         selected_sources=list(selected or ()) if filtered else None,
                         holder=f"{socket.gethostname()}:{os.getpid()}", trigger=trigger))
@@ -129,7 +146,7 @@ def execute(
     log_copy = LogCopy(sessions)
     try:
         result = _execute(sessions, log_copy, config, run_id, mode, vapi, chosen, filtered, clock, progress,
-                          stop, guard, last_count)
+                          stop, guard, last_count, expected)
     except BaseException as exc:
         with sessions.begin() as session:
             status = "interrupted" if isinstance(exc, KeyboardInterrupt | SystemExit) else "failed"
@@ -158,6 +175,7 @@ def _execute(
     stop: threading.Event | None,
     guard: Callable[[], None] | None,
     last_count: int | None,
+    expected: dict[str, int],
 ) -> RunResult:
     stats: dict[str, Any] = {}
     if mode == "reconcile":
@@ -171,7 +189,8 @@ def _execute(
     t = time.monotonic()
     with log_copy.transaction() as session:
         snap = take_snapshot(session, run_id, vapi, list(chosen), owners, progress=progress,
-                             processes=_list_in_processes(config.performance.list_in_processes))
+                             processes=_list_in_processes(config.performance.list_in_processes),
+                             expected=expected)
     log_copy.start()  # SQLite: the snapshot's log goes into the database file beside the diff
     stats["snapshot_seconds"] = round(time.monotonic() - t, 3)
     stats["vapi_seconds"] = round(snap.vapi_seconds, 3)

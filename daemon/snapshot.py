@@ -14,7 +14,7 @@ import itertools
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -375,8 +375,10 @@ def take_snapshot(
     *,
     progress: Progress | None = None,
     processes: bool = False,
+    expected: Mapping[str, int] | None = None,
 ) -> SnapshotResult:
-    """List everything and write it for ``run_id``; ``owners`` maps (provider, account) to a source.
+    """List everything and write it for ``run_id``; ``owners`` maps (provider, account) to a source;
+    ``expected``: how many numbers a source's last whole listing found (``Source.list_numbers``).
 
     Each listing is a job that turns records into finished rows (``workers``: in a child process
     each when ``processes``, else in threads); this thread only writes what they send.
@@ -386,7 +388,7 @@ def take_snapshot(
     vapi_table, carrier_table = cast(sa.Table, VapiRecord.__table__), cast(sa.Table, CarrierRecord.__table__)
     vapi_writer = _BulkWriter(session, vapi_table, run_id, skip=("raw",), fresh=tables.table_for(vapi_table))
     carrier_writer = _BulkWriter(session, carrier_table, run_id, fresh=tables.table_for(carrier_table))
-    jobs = listing_jobs(vapi, sources, owners, vapi_writer.stamp)
+    jobs = listing_jobs(vapi, sources, owners, vapi_writer.stamp, expected)
     started = time.monotonic()
     writing = _Writing()
     events = run_in_processes(jobs) if processes else run_in_threads(jobs)
@@ -446,14 +448,15 @@ Row = tuple[Any, ...]
 
 
 def listing_jobs(vapi: VapiApi, sources: list[Source], owners: dict[tuple[str, str], str],
-                 stamp: Callable[[str | None], Any]) -> list[Job]:
+                 stamp: Callable[[str | None], Any], expected: Mapping[str, int] | None = None) -> list[Job]:
     """The snapshot's listings, in the order they are started: by their expected length. A forked
     listing starts as soon as it is forked where nothing else in this process could be set working
     by it (``run_in_processes``), and each fork takes 2-6 ms. So the carriers' come first, the one
     with the fewest numbers per round trip first, then Vapi's, whose requests take little of a
     run's time (``VAPI_LISTING_NICE``)."""
     # plain_rows: a row holds text, None, bools and ``stamp``'s text or aware datetime (``_vapi_row``, ``_carrier_row``)
-    jobs = [Job(src.name, functools.partial(_source_job, src), _error_text, plain_rows=True)
+    expected = expected or {}
+    jobs = [Job(src.name, functools.partial(_source_job, src, expected.get(src.name)), _error_text, plain_rows=True)
             for src in sorted(sources, key=lambda s: s.numbers_per_round_trip)]
     jobs.append(Job("vapi", lambda: _vapi_job(vapi, owners, stamp), _error_text, plain_rows=True,
                     nice=VAPI_LISTING_NICE))
@@ -487,8 +490,8 @@ def _vapi_job(vapi: VapiApi, owners: dict[tuple[str, str], str],
     yield "bound", vapi.listing_bound
 
 
-def _source_job(src: Source) -> Iterator[tuple[str, Any]]:
-    rows = (_carrier_row(src.name, rec) for rec in src.list_numbers())
+def _source_job(src: Source, expected: int | None) -> Iterator[tuple[str, Any]]:
+    rows = (_carrier_row(src.name, rec) for rec in src.list_numbers(expected))
     while batch := list(itertools.islice(rows, BATCH)):
         yield "rows", batch
 

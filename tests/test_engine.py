@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -25,11 +26,11 @@ import sqlalchemy.orm
 
 from numsync.app import run_once
 from numsync.config import Config, parse_config
-from numsync.daemon.db import alembic_config, make_engine, upgrade
+from numsync.daemon.db import alembic_config, make_engine, open_database, upgrade
 from numsync.daemon.diff import compute_findings, judge_sources, prepare_diff, scan_run
-from numsync.daemon.models import Action, CarrierRecord, FindingState, Run, VapiRecord, in_run
+from numsync.daemon.models import Action, CarrierRecord, FindingState, Run, RunSource, VapiRecord, in_run
 from numsync.daemon.recheck import MAX_RECHECKS
-from numsync.daemon.run import KEEP_SNAPSHOTS
+from numsync.daemon.run import KEEP_SNAPSHOTS, LISTED_LOOKBACK_RUNS, _last_listed
 from numsync.daemon.snapshot import prune_snapshots
 from numsync.errors import ConfigError, DatabaseError
 from numsync.sandbox.demo import start_sandbox
@@ -347,6 +348,62 @@ def test_diff_reads_records_in_batches_of_keys(
         requests = conn.execute(sa.select(Action.request).where(Action.run_id == out.result.run_id)).scalars()
         assert {r["name"] for r in requests} == {"US +14155550101", "GB +442079460123"}
     engine.dispose()
+
+
+def test_each_source_is_told_what_its_last_whole_listing_found(db_url: str) -> None:
+    """The hint of a listing's first round: the latest ok listing of each source asked about,
+    among the last LISTED_LOOKBACK_RUNS runs; a failed listing tells nothing."""
+    engine = open_database(db_url)
+    now = datetime.now(UTC)
+    seqs = range(1, LISTED_LOOKBACK_RUNS + 3)
+    listed = {1: [("old", "ok", 9)],  # beyond the lookback
+              3: [("a", "ok", 5), ("b", "ok", 4)],
+              LISTED_LOOKBACK_RUNS + 1: [("a", "ok", 7), ("b", "failed", 0), ("other", "ok", 3)]}
+    with engine.begin() as conn:
+        for seq in seqs:
+            run_id = str(uuid.uuid4())
+            conn.execute(sa.insert(Run).values(id=run_id, seq=seq, mode="plan", status="finished", started_at=now))
+            for source, status, numbers in listed.get(seq, []):
+                conn.execute(sa.insert(RunSource).values(run_id=run_id, source=source, kind="byo",
+                                                         status=status, numbers=numbers))
+    with sqlalchemy.orm.Session(engine) as session:
+        assert _last_listed(session, ["a", "b", "old", "never"]) == {"a": 7, "b": 4}
+    engine.dispose()
+
+
+def test_a_vonage_listing_asks_for_its_first_rounds_pages_at_once_from_its_second_run(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    sb = start_sandbox(workdir=tmp_path / "sandbox")
+    try:
+        for i in range(250):  # three pages of 100 with the demo's own
+            sb.vonage.add_number(f"4477009{i:05d}", country="GB")
+        cfg = parse_config(sb.config_text(database_url=sqlite_url, reports_dir=str(tmp_path / "reports"),
+                                          with_broken_source=False), origin="numsync.yaml", env={})
+        pages: list[str] = []
+        arrived = threading.Event()
+        said: list[bool] = []
+
+        def hold(req: Any) -> None:  # page 1 waits for page 2 (5 s at most) from the second run on
+            index = req.arg("index")
+            if req.arg("pattern") is not None or index is None:
+                return
+            pages.append(index)
+            if index == "2":
+                arrived.set()
+            elif index == "1" and pages.count("1") == 2:
+                said.append(arrived.wait(5))
+
+        sb.vonage.before_request.append(hold)
+        first = run_once(cfg, mode="plan")
+        assert sorted(pages) == ["1", "2", "3"] and pages[0] == "1"  # no count known: page 1 alone first
+        arrived.clear()
+        second = run_once(cfg, mode="plan")
+        assert said == [True]
+        assert sorted(pages[3:]) == ["1", "2", "3"]  # as many pages as the last count fills, no more
+        assert second.result.source_numbers == first.result.source_numbers
+    finally:
+        sb.stop()
 
 
 def test_numbers_that_look_orphaned_are_looked_up_where_a_listing_can_lose_them(

@@ -18,6 +18,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 import types
 from collections.abc import Iterator
 from pathlib import Path
@@ -151,6 +152,53 @@ def test_pages_follow_the_count_with_exact_wire_requests(emu: VonageEmulator, h:
     queries = sorted((q for _m, _p, q, _s in emu.requests_to("GET", PATH)), key=lambda q: q["index"])
     assert queries == [{"size": ["3"], "index": [str(i)]} for i in (1, 2, 3)]
     assert h.calls == [("vonage", "200")] * 3
+
+
+def _held_page_1(emu: VonageEmulator) -> list[bool]:
+    """Hold page 1's request until page 2's has arrived (5 s at most); says, per listing, whether
+    it did: page 2 was asked for before page 1 was answered."""
+    arrived = threading.Event()
+    said: list[bool] = []
+
+    def hold(req: Request) -> None:
+        if req.arg("index") == "2":
+            arrived.set()
+        elif req.arg("index") == "1":
+            said.append(arrived.wait(5))
+
+    emu.before_request.append(hold)
+    return said
+
+
+def test_a_known_count_asks_for_the_first_rounds_pages_before_page_1_is_answered(
+    emu: VonageEmulator, h: Harness
+) -> None:
+    numbers = seed(emu, 8)
+    said = _held_page_1(emu)
+    records = list(h.source().list_numbers(expected=8))
+    assert [r.number for r in records] == numbers
+    assert said == [True]
+    assert sorted(indices(emu)) == ["1", "2", "3"]  # nothing past the count
+    assert h.calls == [("vonage", "200")] * 3
+
+
+@pytest.mark.parametrize("past_end", [None, "bare_past_end"])
+def test_a_count_that_has_fallen_since_costs_only_empty_pages(
+    emu: VonageEmulator, h: Harness, past_end: str | None
+) -> None:
+    """Pages past the last answer ``{"count": N}`` here, and were reported to answer ``{}``."""
+    numbers = seed(emu, 4)
+    emu.paging_fault = past_end
+    records = list(h.source().list_numbers(expected=12))  # four pages' worth: pages 3 and 4 are empty
+    assert [r.number for r in records] == numbers
+    assert sorted(indices(emu)) == ["1", "2", "3", "4"]
+
+
+def test_a_count_that_has_grown_since_is_listed_whole(emu: VonageEmulator, h: Harness) -> None:
+    numbers = seed(emu, 14)
+    records = list(h.source().list_numbers(expected=3))  # one page's worth: page 1 alone, then the rest
+    assert [r.number for r in records] == numbers
+    assert sorted(indices(emu), key=int) == ["1", "2", "3", "4", "5"]
 
 
 def test_one_full_page_makes_one_request_and_close_allows_reuse(emu: VonageEmulator, h: Harness) -> None:

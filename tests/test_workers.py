@@ -144,7 +144,7 @@ class _Trunk:
     def owner(self) -> VapiOwner:
         return VapiOwner("byo-phone-number", "credentialId", f"cred-{self.name}")
 
-    def list_numbers(self) -> Iterator[SourceRecord]:
+    def list_numbers(self, expected: int | None = None) -> Iterator[SourceRecord]:
         for i in range(self._numbers):
             yield SourceRecord(number=f"+1212555{i:04d}", e164=f"+1212555{i:04d}", carrier_id=str(i))
         if self._die:

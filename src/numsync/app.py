@@ -71,7 +71,7 @@ class _BrokenSource:
     def owner(self) -> VapiOwner:
         raise self._error
 
-    def list_numbers(self) -> Iterator[SourceRecord]:
+    def list_numbers(self, expected: int | None = None) -> Iterator[SourceRecord]:
         raise self._error
 
     def import_body(self, e164: str) -> dict[str, Any]:

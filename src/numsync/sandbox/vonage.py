@@ -40,6 +40,7 @@ PAGING_FAULTS = (
     "loop",  # every page past the first answers the first page again (an index that loops)
     "html",  # 200 with an HTML page (a captive portal or a misrouted proxy)
     "drop_numbers",  # `count` is right but the `numbers` key is missing (the SDK reads that as empty)
+    "bare_past_end",  # a page past the last answers `{}`, without its count (reported of the real API)
 )
 
 _API_ERRORS = "https://developer.nexmo.com/api-errors"
@@ -101,7 +102,9 @@ class VonageEmulator(Emulator):
       would, so a client that trusts ``count`` receives the same numbers repeatedly;
     - ``"html"``: a 200 answer that is an HTML page, not JSON;
     - ``"drop_numbers"``: the envelope keeps ``count`` but loses ``numbers`` (the SDK alone would
-      report an empty account).
+      report an empty account);
+    - ``"bare_past_end"``: a page past the last answers ``{}``, without even its count, as the
+      real API was reported to (vonage-node-sdk issue 928); honest paging answers ``{"count": N}``.
 
     The fault kind ``empty`` of ``server.py`` (``empty_inventory``) answers ``{"count": 0}``.
     """
@@ -245,6 +248,8 @@ class VonageEmulator(Emulator):
         elif self.paging_fault == "count_high" and count:
             count += 2 * size
         page = items[(index - 1) * size : index * size]
+        if not page and index > 1 and self.paging_fault == "bare_past_end":
+            return json_response({})
         payload: dict[str, Any] = {"count": count}
         if page and self.paging_fault != "drop_numbers":
             # records are never changed in place (features is their only nested value): a shallow
