@@ -61,13 +61,26 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="runs per size below 1,000,000 (the median is shown)")
     ap.add_argument("--repeat-million", type=int, default=3,
                     help="plans of 1,000,000 numbers (the median is shown; the peer runs beside the first)")
+    ap.add_argument("--prior-runs", type=int, default=1,
+                    help="untimed plans before each timed run, on its database: 1 is a run after a run, "
+                         "numsync's usual case as a service or a nightly report")
+    ap.add_argument("--first-runs", default="10000",
+                    help="sizes also timed as the first run on a fresh database (plan, SQLite, beside the peer); "
+                         "'' for none")
     args = ap.parse_args()
     results_file = args.render or Path(tempfile.mkstemp(suffix=".jsonl")[1])
     plan = [] if args.render else itertools.product(args.modes.split(","), args.dbs.split(","))
+    first_runs = [] if args.render else [int(x) for x in args.first_runs.split(",") if x.strip()]
+    for n in first_runs:
+        cmd = [sys.executable, str(HERE / "bench_plan.py"), "--n", str(n), "--db", "sqlite", "--mode", "plan",
+               "--json", str(results_file)] + ([] if args.no_peer else ["--peer"])
+        for _ in range(max(1, args.repeat)):
+            print("bench:", " ".join(cmd[1:]), flush=True)
+            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     for mode, db in plan:
         for n in (int(x) for x in args.sizes.split(",")):
             cmd = [sys.executable, str(HERE / "bench_plan.py"), "--n", str(n), "--db", db, "--mode", mode,
-                   "--json", str(results_file)]
+                   "--prior-runs", str(args.prior_runs), "--json", str(results_file)]
             times = args.repeat if n < 1_000_000 else args.repeat_million if mode == "plan" else 1
             for i in range(max(1, times)):
                 peer = ["--peer"] if not args.no_peer and db == "sqlite" and (n < 1_000_000 or i == 0) else []
@@ -77,7 +90,8 @@ def main() -> None:
     for line in results_file.read_text().splitlines():
         if line.strip():
             r = json.loads(line)
-            runs.setdefault((r.get("mode", "plan"), r["db"], r["n"]), []).append(r)
+            mode = r.get("mode", "plan") + ("" if r.get("prior_runs") else ", first run")
+            runs.setdefault((mode, r["db"], r["n"]), []).append(dict(r, mode=mode))
     rows = []
     for group in runs.values():
         group.sort(key=lambda r: r["wall_s"])
@@ -111,6 +125,10 @@ def main() -> None:
         "machine's cores) / on PostgreSQL, the database server's processes (on the same machine too).",
         "CPU floor: all of that CPU divided by the machine's cores: with everything on one machine the",
         "wall time can't go below it, and where it is above the latency floor the run is CPU-bound here.",
+        "Each timed run follows one untimed plan on its database (`--prior-runs 1`), as numsync runs as a",
+        "service or a nightly report: it knows what each source listed last, so Vonage's listing asks for",
+        "its first round's pages at once (its floor counts that round). Rows marked 'first run' are a",
+        "plan on a fresh database, where Vonage's page 1 is asked for alone.",
         "Peak RSS: the main",
         "process / the largest listing process (forked copies share their pages with the parent until written).",
         "The naive peer (bench/naive_peer.py) lists the same emulators sequentially with the official SDKs",
