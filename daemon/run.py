@@ -127,12 +127,14 @@ def execute(
     t0 = time.monotonic()
     filtered = selected is not None
     with sessions.begin() as session:
-        # We hold the run lock, so a run still marked 'running' belongs to a process that died.
-        dead = sa.select(Run.id).where(Run.status == "running")
-        _skip_unattempted(session, dead, clock(), "the run was killed before this was attempted")
-        session.execute(sa.update(Run).where(Run.status == "running").values(
-            status="interrupted", outcome="error", error="the process running it stopped before it finished"),
-            execution_options=_UNSYNCED)
+        # We hold the run lock, so a run still marked 'running' belongs to a process that died. Asked
+        # first: there rarely is one, and the two updates cost a run 2-3 ms of compiling for nothing.
+        dead = list(session.execute(sa.select(Run.id).where(Run.status == "running")).scalars())
+        if dead:
+            _skip_unattempted(session, dead, clock(), "the run was killed before this was attempted")
+            session.execute(sa.update(Run).where(Run.id.in_(dead)).values(
+                status="interrupted", outcome="error", error="the process running it stopped before it finished"),
+                execution_options=_UNSYNCED)
         seq, last_count = _next_seq_and_last_count(session)
         expected = _last_listed(session, list(selected or ()) if filtered else [c.name for c in config.sources])
         session.add(Run(id=run_id, seq=seq, mode=mode, status="running", started_at=clock(),

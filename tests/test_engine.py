@@ -350,6 +350,38 @@ def test_diff_reads_records_in_batches_of_keys(
     engine.dispose()
 
 
+def test_a_run_left_running_by_a_dead_process_is_closed_and_its_planned_imports_skipped(
+    tmp_path: Path, db_url: str, vapi: Any
+) -> None:
+    """Only the dead run's rows change: a finished run's actions keep their states."""
+    emu, server = vapi
+    trunk = write_csv(tmp_path / "t.csv", ["+14155550100"])
+    emu.add("byo-phone-number", number="+14155550100", credentialId="cred-t", assistantId=ASSISTANT)
+    cfg = make_config(tmp_path, db_url, server.url, byo_source("trunk-t", trunk, "cred-t"))
+    engine = open_database(db_url)
+    now = datetime.now(UTC)
+    dead, done = str(uuid.uuid4()), str(uuid.uuid4())
+    with engine.begin() as conn:
+        for run_id, seq, status in ((done, 1, "finished"), (dead, 2, "running")):
+            conn.execute(sa.insert(Run).values(id=run_id, seq=seq, mode="reconcile", status=status, started_at=now))
+        for run_id, number, state in ((done, "+14155550101", "planned"), (dead, "+14155550102", "planned"),
+                                      (dead, "+14155550103", "done")):
+            conn.execute(sa.insert(Action).values(run_id=run_id, source="trunk-t", number=number, action="import",
+                                                  state=state, created_at=now))
+    out = run_once(cfg, mode="plan")
+    assert out.result.outcome == "in_sync"
+    with engine.connect() as conn:
+        runs = {id_: (status, error) for id_, status, error in conn.execute(sa.select(Run.id, Run.status, Run.error))}
+        actions = {number: (state, detail) for number, state, detail
+                   in conn.execute(sa.select(Action.number, Action.state, Action.detail))}
+    engine.dispose()
+    assert runs[dead] == ("interrupted", "the process running it stopped before it finished")
+    assert runs[done] == ("finished", None)
+    assert actions == {"+14155550101": ("planned", None),
+                       "+14155550102": ("skipped", "the run was killed before this was attempted"),
+                       "+14155550103": ("done", None)}
+
+
 def test_each_source_is_told_what_its_last_whole_listing_found(db_url: str) -> None:
     """The hint of a listing's first round: the latest ok listing of each source asked about,
     among the last LISTED_LOOKBACK_RUNS runs; a failed listing tells nothing."""
