@@ -33,7 +33,7 @@ from numsync.daemon.recheck import MAX_RECHECKS
 from numsync.daemon.run import KEEP_SNAPSHOTS, LISTED_LOOKBACK_RUNS, _last_listed
 from numsync.daemon.snapshot import prune_snapshots
 from numsync.errors import ConfigError, DatabaseError
-from numsync.sandbox.demo import start_sandbox
+from numsync.sandbox.demo import Sandbox, start_sandbox
 from numsync.sandbox.server import EmulatorServer
 from numsync.sandbox.vapi import VapiEmulator
 from numsync.sandbox.vonage import make_tls
@@ -42,6 +42,16 @@ SCHEMA = json.loads((Path(__file__).parent / "schemas" / "report.schema.json").r
 TWILIO_SID = "AC" + "1" * 32
 OTHER_SID = "AC" + "9" * 32
 ASSISTANT = "asst-0001"
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path) -> Iterator[Sandbox]:
+    """The demo's emulations (every API, the demo's records), stopped after the test."""
+    sb = start_sandbox(workdir=tmp_path / "sandbox")
+    try:
+        yield sb
+    finally:
+        sb.stop()
 
 
 @pytest.fixture
@@ -404,106 +414,97 @@ def test_each_source_is_told_what_its_last_whole_listing_found(db_url: str) -> N
 
 
 def test_a_vonage_listing_asks_for_its_first_rounds_pages_at_once_from_its_second_run(
-    tmp_path: Path, sqlite_url: str
+    tmp_path: Path, sqlite_url: str, sandbox: Sandbox
 ) -> None:
-    sb = start_sandbox(workdir=tmp_path / "sandbox")
-    try:
-        for i in range(250):  # three pages of 100 with the demo's own
-            sb.vonage.add_number(f"4477009{i:05d}", country="GB")
-        cfg = parse_config(sb.config_text(database_url=sqlite_url, reports_dir=str(tmp_path / "reports"),
-                                          with_broken_source=False), origin="numsync.yaml", env={})
-        pages: list[str] = []
-        arrived = threading.Event()
-        said: list[bool] = []
+    sb = sandbox
+    for i in range(250):  # three pages of 100 with the demo's own
+        sb.vonage.add_number(f"4477009{i:05d}", country="GB")
+    cfg = parse_config(sb.config_text(database_url=sqlite_url, reports_dir=str(tmp_path / "reports"),
+                                      with_broken_source=False), origin="numsync.yaml", env={})
+    pages: list[str] = []
+    arrived = threading.Event()
+    said: list[bool] = []
 
-        def hold(req: Any) -> None:  # page 1 waits for page 2 (5 s at most) from the second run on
-            index = req.arg("index")
-            if req.arg("pattern") is not None or index is None:
-                return
-            pages.append(index)
-            if index == "2":
-                arrived.set()
-            elif index == "1" and pages.count("1") == 2:
-                said.append(arrived.wait(5))
+    def hold(req: Any) -> None:  # page 1 waits for page 2 (5 s at most) from the second run on
+        index = req.arg("index")
+        if req.arg("pattern") is not None or index is None:
+            return
+        pages.append(index)
+        if index == "2":
+            arrived.set()
+        elif index == "1" and pages.count("1") == 2:
+            said.append(arrived.wait(5))
 
-        sb.vonage.before_request.append(hold)
-        first = run_once(cfg, mode="plan")
-        assert sorted(pages) == ["1", "2", "3"] and pages[0] == "1"  # no count known: page 1 alone first
-        arrived.clear()
-        second = run_once(cfg, mode="plan")
-        assert said == [True]
-        assert sorted(pages[3:]) == ["1", "2", "3"]  # as many pages as the last count fills, no more
-        assert second.result.source_numbers == first.result.source_numbers
-    finally:
-        sb.stop()
+    sb.vonage.before_request.append(hold)
+    first = run_once(cfg, mode="plan")
+    assert sorted(pages) == ["1", "2", "3"] and pages[0] == "1"  # no count known: page 1 alone first
+    arrived.clear()
+    second = run_once(cfg, mode="plan")
+    assert said == [True]
+    assert sorted(pages[3:]) == ["1", "2", "3"]  # as many pages as the last count fills, no more
+    assert second.result.source_numbers == first.result.source_numbers
 
 
 def test_numbers_that_look_orphaned_are_looked_up_where_a_listing_can_lose_them(
-    tmp_path: Path, sqlite_url: str
+    tmp_path: Path, sqlite_url: str, sandbox: Sandbox
 ) -> None:
     # Vonage pages by offset (a listing can lose a number when the inventory changes under it, see
     # daemon/recheck.py; the fault matrix's "churn: release + buy" loses one): each number that
     # looks orphaned is asked about first. Twilio's listing cannot lose one: nothing is asked.
-    sb = start_sandbox(workdir=tmp_path / "sandbox")
-    try:
-        gone = "+447700900999"
-        sb.vapi.add("vonage", number=gone, credentialId=sb.creds.vonage_credential, assistantId="asst-1")
-        cfg = parse_config(sb.config_text(database_url=sqlite_url, reports_dir=str(tmp_path / "reports"),
-                                          with_broken_source=False), origin="numsync.yaml", env={})
-        first = run_once(cfg, mode="plan")
-        orphaned = {(number, source) for kind, number, source in findings_of(first.report) if kind == "orphaned"}
-        assert orphaned == {(gone, "vonage-main"), ("+14155551300", "twilio-main")}  # and the demo's own
-        lookups = [q["pattern"] for _m, _p, q, _s in sb.vonage.requests_to("GET", "/account/numbers") if "pattern" in q]
-        assert lookups == [[gone.lstrip("+")]]
-        assert not [q for _m, _p, q, _s in sb.twilio.requests_to("GET", "IncomingPhoneNumbers") if "PhoneNumber" in q]
-        assert "listing_lost_numbers" not in first.result.stats
+    sb = sandbox
+    gone = "+447700900999"
+    sb.vapi.add("vonage", number=gone, credentialId=sb.creds.vonage_credential, assistantId="asst-1")
+    cfg = parse_config(sb.config_text(database_url=sqlite_url, reports_dir=str(tmp_path / "reports"),
+                                      with_broken_source=False), origin="numsync.yaml", env={})
+    first = run_once(cfg, mode="plan")
+    orphaned = {(number, source) for kind, number, source in findings_of(first.report) if kind == "orphaned"}
+    assert orphaned == {(gone, "vonage-main"), ("+14155551300", "twilio-main")}  # and the demo's own
+    lookups = [q["pattern"] for _m, _p, q, _s in sb.vonage.requests_to("GET", "/account/numbers") if "pattern" in q]
+    assert lookups == [[gone.lstrip("+")]]
+    assert not [q for _m, _p, q, _s in sb.twilio.requests_to("GET", "IncomingPhoneNumbers") if "PhoneNumber" in q]
+    assert "listing_lost_numbers" not in first.result.stats
 
-        # a lookup that fails changes nothing: the number is reported as the listing found it
-        sb.vonage.faults.add("status", path="/account/numbers", status=401, after=1, times=None)
-        second = run_once(cfg, mode="plan")
-        assert findings_of(second.report) == findings_of(first.report)
-        assert second.result.outcome == first.result.outcome == "drift"
-    finally:
-        sb.stop()
+    # a lookup that fails changes nothing: the number is reported as the listing found it
+    sb.vonage.faults.add("status", path="/account/numbers", status=401, after=1, times=None)
+    second = run_once(cfg, mode="plan")
+    assert findings_of(second.report) == findings_of(first.report)
+    assert second.result.outcome == first.result.outcome == "drift"
 
 
 def test_numbers_newly_orphaned_are_looked_up_before_those_orphaned_in_earlier_runs(
-    tmp_path: Path, sqlite_url: str
+    tmp_path: Path, sqlite_url: str, sandbox: Sandbox
 ) -> None:
     # The lookups are capped (MAX_RECHECKS a source and run). A true orphan stays one run after
     # run, a number the listing lost is lost by this run: the new ones are asked about first, so
     # true orphans that sort before a lost number do not use up its lookup every run.
-    sb = start_sandbox(workdir=tmp_path / "sandbox")
-    try:
-        cred = sb.creds.vonage_credential
-        stale = [f"+4477009001{i:02d}" for i in range(MAX_RECHECKS + 5)]
-        for number in stale:
-            sb.vapi.add("vonage", number=number, credentialId=cred, assistantId="asst-1")
-        text = sb.config_text(database_url=sqlite_url, reports_dir=str(tmp_path / "reports"),
-                              with_broken_source=False)
-        # so many orphans make the source suspect (nothing judged, nothing asked) unless allowed
-        text = text.replace("policy:\n", "policy:\n  max_orphan_fraction: 1.0\n", 1)
-        cfg = parse_config(text, origin="numsync.yaml", env={})
+    sb = sandbox
+    cred = sb.creds.vonage_credential
+    stale = [f"+4477009001{i:02d}" for i in range(MAX_RECHECKS + 5)]
+    for number in stale:
+        sb.vapi.add("vonage", number=number, credentialId=cred, assistantId="asst-1")
+    text = sb.config_text(database_url=sqlite_url, reports_dir=str(tmp_path / "reports"),
+                          with_broken_source=False)
+    # so many orphans make the source suspect (nothing judged, nothing asked) unless allowed
+    text = text.replace("policy:\n", "policy:\n  max_orphan_fraction: 1.0\n", 1)
+    cfg = parse_config(text, origin="numsync.yaml", env={})
 
-        told: list[str] = []
+    told: list[str] = []
 
-        def lookups() -> list[str]:  # the numbers asked about since the last call
-            asked = [q["pattern"][0] for _m, _p, q, _s in sb.vonage.requests_to("GET", "/account/numbers")
-                     if "pattern" in q]
-            new, told[:] = asked[len(told):], asked
-            return new
+    def lookups() -> list[str]:  # the numbers asked about since the last call
+        asked = [q["pattern"][0] for _m, _p, q, _s in sb.vonage.requests_to("GET", "/account/numbers")
+                 if "pattern" in q]
+        new, told[:] = asked[len(told):], asked
+        return new
 
-        run_once(cfg, mode="plan")
-        assert lookups() == [n.lstrip("+") for n in stale[:MAX_RECHECKS]]  # all new: by number
-        fresh = "+447700900999"  # sorts after every stale one
-        sb.vapi.add("vonage", number=fresh, credentialId=cred, assistantId="asst-1")
-        second = run_once(cfg, mode="plan")
-        assert lookups() == [n.lstrip("+") for n in [fresh, *stale[:MAX_RECHECKS - 1]]]
-        orphaned = {number for kind, number, source in findings_of(second.report)
-                    if kind == "orphaned" and source == "vonage-main"}
-        assert orphaned == {fresh, *stale}  # none of them is owned: the lookups changed nothing
-    finally:
-        sb.stop()
+    run_once(cfg, mode="plan")
+    assert lookups() == [n.lstrip("+") for n in stale[:MAX_RECHECKS]]  # all new: by number
+    fresh = "+447700900999"  # sorts after every stale one
+    sb.vapi.add("vonage", number=fresh, credentialId=cred, assistantId="asst-1")
+    second = run_once(cfg, mode="plan")
+    assert lookups() == [n.lstrip("+") for n in [fresh, *stale[:MAX_RECHECKS - 1]]]
+    orphaned = {number for kind, number, source in findings_of(second.report)
+                if kind == "orphaned" and source == "vonage-main"}
+    assert orphaned == {fresh, *stale}  # none of them is owned: the lookups changed nothing
 
 
 def test_a_snapshot_write_that_fails_fails_the_run_and_leaves_no_rows(tmp_path: Path, sqlite_url: str,
