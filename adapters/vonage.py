@@ -406,14 +406,14 @@ class VonageSource:
         if not 0 <= count <= MAX_PLAUSIBLE_COUNT:
             raise ProtocolError(f"Vonage reported an implausible count of {count} numbers for source {self.name}",
                                 api=self.name, operation=operation)
-        expected = max(0, min(self._page_size, count - (index - 1) * self._page_size))
-        if len(numbers) != expected:
+        promised = max(0, min(self._page_size, count - (index - 1) * self._page_size))
+        if len(numbers) != promised:
             raise ProtocolError(
                 f"Vonage page {index} of source {self.name} held {len(numbers)} numbers where its count "
-                f"of {count} promised {expected}",
+                f"of {count} promised {promised}",
                 api=self.name, operation=operation,
             )
-        if page_count is None and not expected:
+        if page_count is None and not promised:
             return
         if (page_count or 0) != count:
             raise ProtocolError(

@@ -318,7 +318,7 @@ def _open_orphans(session: Session, judgements: dict[str, SourceJudgement]) -> s
         FindingState.kind == "orphaned", FindingState.source.in_(names))).scalars())
 
 
-def _skip_unattempted(session: Session, runs: Any, now: datetime, detail: str) -> None:
+def _skip_unattempted(session: Session, runs: Sequence[str], now: datetime, detail: str) -> None:
     """Planned actions of a run that ended early are settled as skipped; the next plan re-plans them."""
     session.execute(sa.update(Action).where(Action.run_id.in_(runs), Action.state == "planned")
                     .values(state="skipped", detail=detail, finished_at=now), execution_options=_UNSYNCED)
@@ -359,7 +359,7 @@ def _finish(
     summary = dict(sorted(Counter(d.kind for d in drafts).items()))
     with sessions.begin() as session:
         if status == "interrupted":
-            _skip_unattempted(session, sa.select(sa.literal(run_id)), now, "not attempted: the run was stopped")
+            _skip_unattempted(session, [run_id], now, "not attempted: the run was stopped")
         _record_findings(session, run_id, drafts, now, judged, judge_nulls, vapi_ok=vapi_numbers is not None)
         t = time.monotonic()
         _prune_snapshots(session)
